@@ -1,0 +1,29 @@
+PYTHON ?= python3.9
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+
+.PHONY: setup test test-all demo bench clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+test: setup
+	$(PY) -m pytest -q
+
+test-all: setup
+	$(PY) -m pytest -q -m ''
+
+demo: setup
+	$(PY) -m fsalign.demo
+
+bench: setup
+	$(PY) benchmarks/fullsum.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache
