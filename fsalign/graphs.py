@@ -188,7 +188,7 @@ def min_frames_of(fsa: k2.Fsa) -> torch.Tensor:
     values = fsa.arcs.values()
     self_loop = values[:, 0] == values[:, 1]
     final = fsa.labels == -1
-    probe = k2.Fsa(fsa.arcs)
+    probe = fsa.clone()  # k2.Fsa(fsa.arcs) would share, and corrupt, the arcs
     probe.labels = torch.where(
         self_loop, torch.zeros_like(fsa.labels), torch.where(final, fsa.labels, torch.ones_like(fsa.labels))
     )
