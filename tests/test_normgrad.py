@@ -288,3 +288,31 @@ def test_section3_bias_gradient_balance_at_perfect_init():
     factor_paper = factor.clamp(0.5, 1.1)
     assert (factor_paper != factor).any()
     assert not _is_uniform(factor_paper * p_sum - grad_paper, rel=0.1)
+
+
+@pytest.mark.parametrize("scope", ["batch", "seq"])
+def test_normed_grad_with_full_sum_loss_and_infeasible_utterance(scope):
+    """With fsalign.full_sum_loss (k2) and a posterior scale; v from fsalign.soft_alignment.
+
+    The third utterance is too short for its transcript: its loss is +inf with zero
+    gradient, so its frames must not count in vbar.
+    """
+    from fsalign.fullsum import full_sum_loss, soft_alignment
+    from fsalign.topology import CtcTopology
+
+    torch.manual_seed(0)
+    num_labels, alpha = 6, 0.7
+    graphs = CtcTopology(num_labels, blank=0).compile([[[1, 2], [3]], [[2, 2]], [[1, 2, 3, 4, 5, 1, 2, 3]]])
+    lengths = torch.tensor([6, 9, 5])
+    logits = torch.randn(3, 9, num_labels, requires_grad=True)
+    loss = full_sum_loss(normed_grad_log_softmax(logits, lengths, scope=scope), lengths, graphs, posterior_scale=alpha)
+    assert torch.isinf(loss[2]) and torch.isfinite(loss[:2]).all()
+    (grad,) = torch.autograd.grad(loss[:2].sum(), logits)
+
+    v = soft_alignment(logits.detach().log_softmax(-1), lengths, graphs, posterior_scale=alpha)
+    live_lengths = torch.tensor([6, 9])
+    factor = _factor_reference(v[:2].double(), live_lengths, 0.5, 1.1, scope).float()
+    mask = (torch.arange(9) < live_lengths[:, None]).unsqueeze(-1)
+    expected = (alpha * (logits.detach()[:2].softmax(-1) - v[:2]) * factor.unsqueeze(1)).masked_fill(~mask, 0.0)
+    torch.testing.assert_close(grad[:2], expected, atol=1e-6, rtol=1e-5)
+    assert (grad[2] == 0).all()
