@@ -16,10 +16,14 @@ working directory the preparation ran in).
 """
 import argparse
 import logging
+import multiprocessing
 import shutil
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
+
+import torch
 
 from fsalign.corpus import SAMPLING_RATE, default_extractor
 from fsalign.errors import FsalignError
@@ -128,13 +132,33 @@ def compute_features(output_dir: Pathlike, parts: Sequence[str], num_jobs: int =
         shutil.rmtree(storage, ignore_errors=True)
         storage.with_suffix(".lca").unlink(missing_ok=True)
         logger.info("stage 2: computing features of %s (%d cuts)", part, len(cuts))
-        cuts = cuts.compute_and_store_features(
-            extractor=default_extractor(), storage_path=storage, num_jobs=num_jobs,
-            storage_type=LilcomChunkyWriter, progress_bar=False,
-        )  # fmt: skip
+        # One torch thread per job: fbank of one utterance is too small to gain from threads,
+        # and worker processes with several threads each can stall (lhotse warns about it).
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        executor = None
+        if num_jobs > 1:
+            executor = ProcessPoolExecutor(num_jobs, mp_context=multiprocessing.get_context("spawn"),
+                                           initializer=_single_thread)  # fmt: skip
+        try:
+            computed = cuts.compute_and_store_features(
+                extractor=default_extractor(), storage_path=storage, num_jobs=num_jobs,
+                storage_type=LilcomChunkyWriter, progress_bar=False, executor=executor,
+            )  # fmt: skip
+        finally:
+            torch.set_num_threads(threads)
+            if executor is not None:
+                executor.shutdown()
+        lost = sorted(set(cuts.ids) - set(computed.ids))
+        if lost:  # lhotse drops cuts whose audio cannot be read
+            logger.warning("stage 2: %d cut(s) of %s left out, audio unreadable: %s", len(lost), part, lost)
         tmp = cuts_path.with_name(".tmp_" + cuts_path.name)
-        cuts.to_file(tmp)
+        computed.to_file(tmp)
         tmp.replace(cuts_path)
+
+
+def _single_thread() -> None:
+    torch.set_num_threads(1)
 
 
 def read_texts(output_dir: Pathlike, part: str) -> List[str]:

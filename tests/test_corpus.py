@@ -15,7 +15,7 @@ from lhotse import CutSet, load_manifest
 
 from fsalign.corpus import Batch, CutDataset, make_dataloader, reference_words
 from fsalign.errors import FsalignError
-from fsalign.prepare import main, prepare_manifests, prepare_tokenizers
+from fsalign.prepare import compute_features, main, prepare_manifests, prepare_tokenizers
 from fsalign.tokenizers import CharTokenizer, PhoneTokenizer, Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -211,3 +211,15 @@ def test_worker_process_yields_same_batches(prepared):
     assert [b.cut_ids for b in serial] == [b.cut_ids for b in parallel]
     assert [b.transcripts for b in serial] == [b.transcripts for b in parallel]
     assert all(torch.equal(a.features, b.features) for a, b in zip(serial, parallel))
+
+
+@pytest.mark.slow
+def test_parallel_feature_jobs_match_single_job(prepared, tmp_path):
+    (tmp_path / "manifests").mkdir()
+    for path in (prepared / "data" / "manifests").glob("*train-clean-5.jsonl.gz"):
+        (tmp_path / "manifests" / path.name).write_bytes(path.read_bytes())
+    compute_features(tmp_path, ["train-clean-5"], num_jobs=2)
+    parallel = load_manifest(tmp_path / "cuts_train-clean-5.jsonl.gz")
+    assert (tmp_path / "feats_train-clean-5").is_dir()
+    for cut in _cuts(prepared, "train-clean-5"):
+        assert np.array_equal(parallel[cut.id].load_features(), cut.load_features())
