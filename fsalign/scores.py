@@ -9,7 +9,8 @@ matrix of per-frame label scores; this module builds those matrices:
   from a reference alignment or from transcriptions, the posterior average of
   the sequence or of the mini-batch (with or without stop-grad), a running
   average across steps, and a corpus average (Tables 8, 10, 14; A.1).
-* ``apply_blank_penalty`` (Table 14) and ``scaled_scores`` (eq. 6 without transitions).
+* ``apply_blank_penalty`` (Table 14). The scales of eq. (6) are applied by
+  ``fsalign.full_sum_loss`` / ``viterbi_align`` themselves.
 
 Dimension symbols legend:
   B: batch size (number of sequences)
@@ -25,7 +26,6 @@ from torch import nn
 __all__ = [
     "blank_separated_log_probs",
     "valid_frame_mask",
-    "scaled_scores",
     "apply_blank_penalty",
     "sequence_log_prior",
     "batch_log_prior",
@@ -98,38 +98,6 @@ def blank_separated_log_probs(logits: torch.Tensor, blank: int = 0) -> torch.Ten
     label_log_probs = logits.masked_fill(is_blank, float("-inf")).log_softmax(dim=-1)
     label_log_probs = label_log_probs + torch.nn.functional.logsigmoid(-z_blank)
     return torch.where(is_blank, torch.nn.functional.logsigmoid(z_blank), label_log_probs)
-
-
-def scaled_scores(
-    log_probs: torch.Tensor,
-    posterior_scale: float = 1.0,
-    prior_scale: float = 0.0,
-    log_prior: Optional[torch.Tensor] = None,
-) -> torch.Tensor:
-    """Frame scores of eq. (6) without the transition term: alpha * log p(y|x) - beta * log p(y).
-
-    Args:
-      log_probs: Tensor of shape (B, T, C).
-      posterior_scale: alpha.
-      prior_scale: beta; needs ``log_prior`` when non-zero.
-      log_prior: Tensor of shape (C,) (one prior for all) or (B, C) (one per sequence).
-
-    Returns:
-      Tensor of shape (B, T, C).
-    """
-    scores = log_probs * posterior_scale if posterior_scale != 1.0 else log_probs
-    if prior_scale == 0.0:
-        return scores
-    if log_prior is None:
-        raise ValueError(f"prior_scale={prior_scale} needs a log_prior, got None")
-    batch_size, _, num_labels = log_probs.shape
-    if log_prior.shape == (num_labels,):
-        return scores - prior_scale * log_prior
-    if log_prior.shape == (batch_size, num_labels):
-        return scores - prior_scale * log_prior.unsqueeze(1)
-    raise ValueError(
-        f"log_prior must have shape ({num_labels},) or ({batch_size}, {num_labels}), got {tuple(log_prior.shape)}"
-    )
 
 
 def apply_blank_penalty(scores: torch.Tensor, blank: int, penalty: float) -> torch.Tensor:

@@ -13,7 +13,6 @@ from fsalign.scores import (
     estimate_corpus_prior,
     prior_from_alignment,
     prior_from_transcripts,
-    scaled_scores,
     sequence_log_prior,
 )
 
@@ -82,22 +81,7 @@ def test_blank_separated_gradcheck_float64():
     assert torch.autograd.gradcheck(lambda x: blank_separated_log_probs(x, blank=2), (z,))
 
 
-# --- scales and blank penalty ------------------------------------------------------------------
-
-
-def test_scaled_scores_eq6_with_global_and_per_sequence_prior():
-    lp = _log_probs()
-    prior = torch.randn(5, dtype=DTYPE)
-    torch.testing.assert_close(scaled_scores(lp, 0.5, 0.3, prior), 0.5 * lp - 0.3 * prior.view(1, 1, 5))
-    seq_prior = torch.randn(4, 5, dtype=DTYPE)
-    out = scaled_scores(lp, 0.7, 1.5, seq_prior)
-    for b in range(4):
-        torch.testing.assert_close(out[b], 0.7 * lp[b] - 1.5 * seq_prior[b])
-    assert scaled_scores(lp) is lp
-    with pytest.raises(ValueError, match="log_prior"):
-        scaled_scores(lp, prior_scale=1.0)
-    with pytest.raises(ValueError, match="shape"):
-        scaled_scores(lp, prior_scale=1.0, log_prior=torch.zeros(3, 5))
+# --- blank penalty ------------------------------------------------------------------
 
 
 def test_blank_penalty_hand_checked():
