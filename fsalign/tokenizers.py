@@ -258,7 +258,7 @@ class SentencePieceTokenizer(Tokenizer, kind="sentencepiece"):
         Args:
           texts: training transcripts (normalised like ``encode`` input).
           vocab_size: number of pieces = ``num_labels`` (blank and ``<unk>`` included).
-          model_type: ``"unigram"`` (unit ``spm``) or ``"bpe"``.
+          model_type: ``"unigram"`` (alias ``"spm"``) or ``"bpe"``.
           oov: policy stored in the returned tokenizer.
           character_coverage: fraction of characters the model must cover.
           num_threads: trainer threads.
@@ -268,8 +268,9 @@ class SentencePieceTokenizer(Tokenizer, kind="sentencepiece"):
         """
         import sentencepiece
 
+        model_type = {"spm": "unigram"}.get(model_type, model_type)
         if model_type not in ("unigram", "bpe"):
-            raise ValueError(f"model_type must be 'unigram' or 'bpe', got {model_type!r}")
+            raise ValueError(f"model_type must be 'unigram' (or 'spm') or 'bpe', got {model_type!r}")
         sentences = [" ".join(normalize_words(t)) for t in texts]
         sentences = [s for s in sentences if s]
         if not sentences:

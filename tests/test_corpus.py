@@ -223,3 +223,14 @@ def test_parallel_feature_jobs_match_single_job(prepared, tmp_path):
     assert (tmp_path / "feats_train-clean-5").is_dir()
     for cut in _cuts(prepared, "train-clean-5"):
         assert np.array_equal(parallel[cut.id].load_features(), cut.load_features())
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_pinned_batches_move_to_cuda(prepared):
+    tok = CharTokenizer()
+    for batch in make_dataloader(_cuts(prepared, "train-clean-5"), tok, max_duration=3.0, pin_memory=True):
+        assert batch.features.is_pinned()
+        on_gpu = batch.to("cuda", non_blocking=True)
+        assert on_gpu.features.is_cuda and on_gpu.feature_lengths.is_cuda
+        assert torch.equal(on_gpu.features.cpu(), batch.features) and on_gpu.transcripts == batch.transcripts
