@@ -37,6 +37,8 @@ FORTUNE_FILES = (
 
 _SENTENCE_RE = re.compile(r"[A-Za-z' ,;:]+[.!?]")
 _WORD_RE = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
+_ABBREVIATIONS = {"MR", "MRS", "MS", "DR", "ST", "JR", "SR", "VS", "ETC", "MT", "CO", "INC",
+                  "LTD", "PROF", "GEN", "GOV", "REV", "CAPT", "COL", "SGT", "LT"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,8 +79,8 @@ def _clean_sentence(raw: str, lexicon: Dict[str, list]) -> Optional[Sentence]:
         num_phones += len(prons[0])
         words.append(word.upper())
         shown.append(word + ("," if comma else ""))
-    if not words or tokens[-1].endswith(","):
-        return None
+    if not words or tokens[-1].endswith(",") or words[-1] in _ABBREVIATIONS:
+        return None  # "..., Mr." is a sentence split at an abbreviation
     return Sentence(tuple(words), " ".join(shown) + final, num_phones)
 
 

@@ -26,7 +26,9 @@ slot, attempt))``, so a run is reproducible):
    exactly), peak-normalised, padded to a whole millisecond and written as 16 kHz FLAC.
 4. Checks: Festival's words equal the transcript, the last segment ends within 50 ms of the
    audio end (the final pause is then stretched to the audio end), 2 s <= duration <= 8 s,
-   and the loudest pause interior is recorded (``loudest_pause_db`` in the metadata).
+   and every pause longer than 80 ms is quiet: its interior (25 ms trimmed per side) must
+   stay below ``--max-pause-db`` (-28 dB re the speech RMS; ``loudest_pause_db`` in the
+   metadata). Festival's separate possessive ``'s`` words are glued back onto their word.
    A failing sentence is replaced by the next unused one.
 """
 
@@ -222,7 +224,25 @@ def _loudest_pause_db(audio: np.ndarray, phones: List[Tuple[str, float, float]])
     return 20.0 * math.log10(max(max(levels, default=0.0), 1e-9) / ref)
 
 
-def synthesize(plan: Plan, festival: str, min_s: float, max_s: float
+def _merge_possessives(names: List[str]) -> Tuple[List[str], Dict[int, int]]:
+    """Glue Festival's separate ``'s`` words back onto their word (``dean 's`` -> ``DEAN'S``).
+
+    Returns:
+        The merged upper-case words and a map from Festival's 1-based word index to the
+        0-based index of the merged word.
+    """
+    merged: List[str] = []
+    index: Dict[int, int] = {}
+    for widx, name in enumerate(names, start=1):
+        if name.lower() == "'s" and merged:
+            merged[-1] += "'S"
+        else:
+            merged.append(name.upper())
+        index[widx] = len(merged) - 1
+    return merged, index
+
+
+def synthesize(plan: Plan, festival: str, min_s: float, max_s: float, max_pause_db: float
                ) -> Tuple[Optional[Utterance], str]:
     """Run one attempt; return the utterance or ``None`` with the reason it was rejected."""
     with tempfile.TemporaryDirectory(prefix="fsalign_corpus_") as tmp:
@@ -235,7 +255,8 @@ def synthesize(plan: Plan, festival: str, min_s: float, max_s: float
             return None, f"festival failed: {proc.stderr.strip()[-200:]}"
         names, segments = _parse_dump(dump_path.read_text())
         audio, rate = soundfile.read(str(wav_path), dtype="float32")
-    if [n.upper() for n in names] != list(plan.sentence.words):
+    merged, word_index = _merge_possessives(names)
+    if merged != list(plan.sentence.words):
         return None, "word mismatch: Festival read different words"
     end_gap = len(audio) / rate - segments[-1][1]
     if abs(end_gap) > 0.05 or segments[-1][0] != "pau":
@@ -256,12 +277,15 @@ def synthesize(plan: Plan, festival: str, min_s: float, max_s: float
             return None, f"short segment: {name} shorter than 5 ms"
         phones.append((RADIO_TO_ARPABET[name], start, end))
         if widx > 0:
-            if len(words) < widx:
-                words.append([plan.sentence.words[widx - 1], start, end])
-            words[widx - 1][2] = end
+            if len(words) <= word_index[widx]:
+                words.append([merged[word_index[widx]], start, end])
+            words[word_index[widx]][2] = end
         start = end
-    if len(words) != len(names):
+    if len(words) != len(merged):
         return None, "no segments: a word has no segments"
+    pause_db = _loudest_pause_db(wave, phones)
+    if pause_db > max_pause_db:
+        return None, f"loud pause: a pause interior is at {pause_db:.1f} dB re speech"
     peak = max(float(np.max(np.abs(wave))), 1e-9)
     wave = wave / peak * 10.0 ** (plan.gain_db / 20.0)
     samples = np.round(wave * 32767.0).astype(np.int16)
@@ -271,7 +295,7 @@ def synthesize(plan: Plan, festival: str, min_s: float, max_s: float
         "f0_std": round(plan.f0_std, 1), "timbre": round(timbre, 5),
         "phone_sigma": plan.phone_sigma, "gain_db": round(plan.gain_db, 2),
         "duration_s": duration, "end_gap_s": round(end_gap, 4), "attempt": plan.attempt,
-        "loudest_pause_db": round(_loudest_pause_db(samples / 32768.0, phones), 1),
+        "loudest_pause_db": round(pause_db, 1),
         "text": plan.sentence.festival_text,
     }
     if VOICES[plan.speaker.voice].engine == "hts":
@@ -303,7 +327,8 @@ def synthesize_split(split: str, count: int, pool: List[Sentence], args: argpars
                 plans.append(make_plan(split, slot, attempt, utt_id, speaker, sentence,
                                        args.seed, args.phone_sigma))
             outcomes = list(pool_exec.map(
-                lambda p: synthesize(p, args.festival, args.min_duration, args.max_duration),
+                lambda p: synthesize(p, args.festival, args.min_duration, args.max_duration,
+                                     args.max_pause_db),
                 plans))
             plan_text = {slot_entry[0]: plan.sentence.festival_text
                          for slot_entry, plan in zip(pending, plans)}
@@ -339,6 +364,9 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help="std of the log duration factor per segment (diphone voices)")
     parser.add_argument("--min-duration", type=float, default=2.0)
     parser.add_argument("--max-duration", type=float, default=8.0)
+    parser.add_argument("--max-pause-db", type=float, default=-28.0,
+                        help="reject an utterance whose loudest pause interior is louder (dB "
+                             "re speech RMS); Festival's kal pau-w diphone carries voicing")
     parser.add_argument("--jobs", type=int, default=2, help="parallel Festival processes")
     parser.add_argument("--festival", default="festival", help="Festival binary")
     parser.add_argument("--verbose", action="store_true", help="log every rejected attempt")
