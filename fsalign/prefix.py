@@ -38,6 +38,15 @@ def _log_add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.logaddexp(a.masked_fill(both, 0.0), b.masked_fill(both, 0.0)).masked_fill(both, _NEG_INF)
 
 
+def _log_sum(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``logsumexp`` over ``dim`` whose gradient is 0, not NaN, where all entries are -inf."""
+    top = x.detach().amax(dim, keepdim=True)
+    top = top.masked_fill(top == _NEG_INF, 0.0)
+    total = (x - top).exp().sum(dim)
+    empty = total == 0
+    return (total.masked_fill(empty, 1.0).log() + top.squeeze(dim)).masked_fill(empty, _NEG_INF)
+
+
 def _check_targets(targets: torch.Tensor, target_lengths: torch.Tensor, batch_size: int, what: str) -> torch.Tensor:
     """Validates (B, S) integer targets and (B,) lengths; returns the (B, S) validity mask."""
     if not isinstance(targets, torch.Tensor) or targets.dim() != 2 or targets.dtype.is_floating_point:
@@ -138,15 +147,23 @@ def ctc_prefix_log_probs(
     alpha_blank = torch.cat([log_probs.new_zeros(B, 1), log_probs.new_full((B, S), _NEG_INF)], dim=1)
     # alpha_label[:, s-1]: y_1^t collapses to a_1^s and ends in a_s
     alpha_label = log_probs.new_full((B, S), _NEG_INF)
-    prefix = log_probs.new_full((B, S), _NEG_INF)  # log P(a_1^s), s = 1..S
-    for t in range(int(lengths.max()) if B else 0):
+    # per-frame views via unbind: its backward stacks once (slicing [:, t] would
+    # allocate and fill a (B, T, S) gradient at every frame)
+    steps = range(int(lengths.max()) if B else 0)
+    label_t, blank_t = lp_label.unbind(1), lp_blank.unbind(1)
+    enters = []
+    for t in steps:
         from_label = torch.cat([neg_inf_col, alpha_label[:, :-1]], dim=1).masked_fill(no_skip, _NEG_INF)
-        enter = _log_add(alpha_blank[:, :S], from_label) + lp_label[:, t]  # a_s first emitted at t
-        prefix = _log_add(prefix, enter.masked_fill(~frame_valid[:, t, None], _NEG_INF))
-        new_label = _log_add(alpha_label + lp_label[:, t], enter)
-        alpha_blank = torch.cat([alpha_blank[:, :1], _log_add(alpha_blank[:, 1:], alpha_label)], dim=1)
-        alpha_blank = alpha_blank + lp_blank[:, t, None]
-        alpha_label = new_label
+        enter = _log_add(alpha_blank[:, :S], from_label) + label_t[t]  # a_s first emitted at t
+        enters.append(enter)
+        new_blank = _log_add(alpha_blank[:, 1:], alpha_label)
+        alpha_label = _log_add(alpha_label + label_t[t], enter)
+        alpha_blank = torch.cat([alpha_blank[:, :1], new_blank], dim=1) + blank_t[t][:, None]
+    if enters:
+        enter_all = torch.stack(enters, dim=1).masked_fill(~frame_valid[:, : len(enters), None], _NEG_INF)
+        prefix = _log_sum(enter_all, dim=1)  # log P(a_1^s), s = 1..S: (B, S)
+    else:
+        prefix = log_probs.new_full((B, S), _NEG_INF)
 
     previous = torch.cat([log_probs.new_zeros(B, 1), prefix[:, :-1]], dim=1)
     impossible = prefix == _NEG_INF

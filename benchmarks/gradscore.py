@@ -1,0 +1,145 @@
+"""GradScore alignment (section 5) against posterior Viterbi alignment of the same model, same process.
+
+Model: Conv2d subsampling frontend (factor 4) + torchaudio Conformer (d_model 144,
+4 layers, 4 heads, FFN 576, kernel 31) + linear CTC head, 80-dim input features,
+random weights, eval mode, float32 (``fsalign/models`` has no Conformer yet).
+Batch: B utterances of ``--seconds`` seconds (10 ms frames), S labels each, for
+S in {20, 60, 150}. Every timing includes the encoder forward:
+
+* posterior: encoder forward (no grad) + log_softmax + CtcTopology.compile + viterbi_align;
+* GradScore batched: gradient_scores(batched=True) (one vmapped VJP) + grad_align;
+* GradScore loop: gradient_scores(batched=False) (one VJP per label index) + grad_align.
+
+Prints medians (ms per second of audio) and the ratio to posterior alignment.
+Usage: python benchmarks/gradscore.py [--repeats 3] [--batch 2] [--seconds 10] [--labels 20 60 150]
+       [--threads N] [--chunk-size K] [--quick]
+"""
+import argparse
+import statistics
+import time
+
+import torch
+import torchaudio
+from torch import nn
+
+import fsalign
+from fsalign.gradscore import grad_align, gradient_scores
+
+
+class ConformerCtc(nn.Module):
+    """Conv2d frontend (x4) + Conformer + linear CTC head; follows fsalign.gradscore.CtcModel."""
+
+    blank = 0
+    subsampling = 4
+
+    def __init__(self, num_labels=257, feat_dim=80, d_model=144, num_layers=4):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, 32, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.ReLU(),
+        )
+        self.proj = nn.Linear(32 * ((feat_dim + 3) // 4), d_model)
+        self.encoder = torchaudio.models.Conformer(
+            input_dim=d_model, num_heads=4, ffn_dim=4 * d_model, num_layers=num_layers, depthwise_conv_kernel_size=31
+        )
+        self.head = nn.Linear(d_model, num_labels)
+
+    def forward_encoder(self, features, feature_lengths):
+        h = self.conv(features[:, None])  # (B, 32, T'/4, D/4)
+        B, K, T, F = h.shape
+        h = self.proj(h.permute(0, 2, 1, 3).reshape(B, T, K * F))
+        lengths = ((feature_lengths + 1) // 2 + 1) // 2
+        return self.encoder(h, lengths)
+
+    def ctc_logits(self, h):
+        return self.head(h)
+
+
+def timeit(fn, repeats):
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def make_batch(B, frames, S, C, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    features = torch.randn(B, frames, 80, generator=g)
+    lengths = torch.tensor([frames - 40 * b for b in range(B)])
+    transcripts = []
+    for _ in range(B):
+        toks = [int(torch.randint(1, C, (1,), generator=g))]
+        while len(toks) < S:  # no equal neighbours: CTC needs S frames only
+            t = int(torch.randint(1, C, (1,), generator=g))
+            if t != toks[-1]:
+                toks.append(t)
+        transcripts.append([toks[i:i + 4] for i in range(0, S, 4)])  # 4-token words
+    return features, lengths, transcripts
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--labels", type=int, nargs="+", default=[20, 60, 150])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--chunk-size", type=int, default=None)
+    ap.add_argument("--no-loop", action="store_true", help="skip the per-label loop")
+    ap.add_argument("--quick", action="store_true", help="1 repeat, 4 s, S in {20, 60}")
+    args = ap.parse_args()
+    if args.quick:
+        args.repeats, args.seconds, args.labels = 1, 4.0, [20, 60]
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    C = 257
+    model = ConformerCtc(num_labels=C).eval()
+    frames = int(args.seconds * 100)
+    audio_s = None
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, B={args.batch}, {args.seconds:g} s "
+          f"per utterance, chunk_size={args.chunk_size}")
+    print("| S | posterior [ms/s] | GradScore batched [ms/s] | ratio | G only [ms/s] | align only [ms/s] "
+          "| GradScore loop [ms/s] | ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    topo = fsalign.CtcTopology(C, blank=0)
+    for S in args.labels:
+        features, lengths, transcripts = make_batch(args.batch, frames, S, C)
+        audio_s = float(lengths.sum()) / 100.0
+
+        def posterior():
+            with torch.no_grad():
+                h, hl = model.forward_encoder(features, lengths)
+                log_probs = model.ctc_logits(h).log_softmax(-1)
+            return fsalign.viterbi_align(log_probs, hl, topo.compile(transcripts))
+
+        G = gradient_scores(model, features, lengths, transcripts, chunk_size=args.chunk_size)
+
+        def g_batched():
+            return gradient_scores(model, features, lengths, transcripts, chunk_size=args.chunk_size)
+
+        def align_only():
+            return grad_align(G, lengths, transcripts)
+
+        def grad_batched():
+            return grad_align(g_batched(), lengths, transcripts)
+
+        def grad_loop():
+            return grad_align(gradient_scores(model, features, lengths, transcripts, batched=False), lengths,
+                              transcripts)
+
+        t_post = timeit(posterior, args.repeats)
+        t_batched = timeit(grad_batched, args.repeats)
+        t_g = timeit(g_batched, args.repeats)
+        t_align = timeit(align_only, args.repeats)
+        t_loop = float("nan") if args.no_loop else timeit(grad_loop, args.repeats)
+        per_s = 1000.0 / audio_s
+        print(f"| {S} | {t_post * per_s:.1f} | {t_batched * per_s:.1f} | {t_batched / t_post:.1f} | "
+              f"{t_g * per_s:.1f} | {t_align * per_s:.1f} | {t_loop * per_s:.1f} | {t_loop / t_post:.1f} |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
