@@ -30,7 +30,9 @@ PAPER_SPEEDUP = {"greedy labels": 2.2, "greedy with probs": 3.0, "framewise trai
 PAPER_MS = {"greedy labels": (11.4, 5.2), "greedy with probs": (15.8, 5.3), "framewise training": (37.2, 5.7)}
 
 
-def _times_ms(fns: Sequence[Callable[[], object]], repeats: int, warmup: int, device: torch.device) -> List[List[float]]:
+def _times_ms(
+    fns: Sequence[Callable[[], object]], repeats: int, warmup: int, device: torch.device
+) -> List[List[float]]:
     """Wall times of each function in ms, per round; the functions alternate in every round,
     so that load from other processes on the machine hits all of them alike."""
     for _ in range(warmup):
@@ -113,7 +115,9 @@ def run(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
 
 
 def to_markdown(args: argparse.Namespace, results: Dict[str, Dict[str, float]]) -> str:
-    device = args.device if args.device != "cpu" else f"CPU ({platform.processor() or platform.machine()}), torch threads = {args.threads}"
+    device = args.device
+    if device == "cpu":
+        device = f"CPU ({platform.processor() or platform.machine()}), torch threads = {args.threads}"
     lines = [
         "# Blank separation speed (Table 15)",
         "",
@@ -121,7 +125,8 @@ def to_markdown(args: argparse.Namespace, results: Dict[str, Dict[str, float]]) 
         f"B={args.batch}, T={args.frames}, C={args.vocab}, d_model={args.d_model}, "
         f"{100 * args.blank_ratio:.0f}% blank frames (reference alignment; the model's p(eps) > 0.5 on "
         f"{100 * results['_blank_frames']['model']:.1f}% of the frames). Only the final linear layer and the "
-        f"(log-)softmax; median of {args.repeats} rounds after {args.warmup} warm-up (speedup: median of the per-round ratios); device: {device}; torch {torch.__version__}.",
+        f"(log-)softmax; median of {args.repeats} rounds after {args.warmup} warm-up (speedup: median of the "
+        f"per-round ratios); device: {device}; torch {torch.__version__}.",
         "",
         "| Computation | Full softmax [ms] | Blank sep. [ms] | Speedup (range over rounds) | Paper (A10 GPU) speedup |",
         "|---|---:|---:|---:|---:|",

@@ -49,7 +49,9 @@ def valid_frame_mask(lengths: torch.Tensor, num_frames: int, batch_size: Optiona
       Tensor of shape (B, T), dtype bool, on the device of ``lengths``.
     """
     if lengths.dim() != 1 or lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
-        raise ValueError(f"lengths must be a 1-D integer tensor, got dtype {lengths.dtype} shape {tuple(lengths.shape)}")
+        raise ValueError(
+            f"lengths must be a 1-D integer tensor, got dtype {lengths.dtype} shape {tuple(lengths.shape)}"
+        )
     if batch_size is not None and lengths.shape[0] != batch_size:
         raise ValueError(f"lengths must have {batch_size} entries (one per sequence), got {lengths.shape[0]}")
     if lengths.numel() > 0 and (int(lengths.min()) < 0 or int(lengths.max()) > num_frames):

@@ -14,7 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from fsalign.errors import FsalignError
-from fsalign.normgrad import normed_grad_factor, normed_grad_log_softmax
+from fsalign.normgrad import normed_grad_log_softmax
 from fsalign.scores import blank_separated_log_probs
 
 DTYPE = torch.float64

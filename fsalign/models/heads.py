@@ -41,7 +41,8 @@ def _check_ref_labels(ref_labels: torch.Tensor, mask: torch.Tensor, num_labels: 
     valid = ref_labels[mask]
     if valid.numel() > 0 and (int(valid.min()) < 0 or int(valid.max()) >= num_labels):
         raise ValueError(
-            f"ref_labels on valid frames must be in [0, {num_labels}), got min {int(valid.min())} max {int(valid.max())}"
+            f"ref_labels on valid frames must be in [0, {num_labels}), "
+            f"got min {int(valid.min())} max {int(valid.max())}"
         )
     return ref_labels
 
@@ -225,6 +226,7 @@ class BlankSeparatedHead(SoftmaxHead):
         ref_label = mask & (ref_labels != self.blank)
         blank_nll = -torch.where(ref_blank, F.logsigmoid(z_blank), torch.zeros_like(z_blank)).sum(dim=1)
         targets = ref_labels[ref_label].unsqueeze(-1)
-        label_ll = F.logsigmoid(-z_blank[ref_label]) + self._label_log_probs(h[ref_label]).gather(-1, targets).squeeze(-1)
+        label_log_probs = self._label_log_probs(h[ref_label]).gather(-1, targets).squeeze(-1)
+        label_ll = F.logsigmoid(-z_blank[ref_label]) + label_log_probs
         seq_index = torch.arange(h.shape[0], device=h.device).unsqueeze(1).expand_as(ref_label)[ref_label]
         return blank_nll.index_add(0, seq_index, -label_ll)
