@@ -10,7 +10,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from fsalign.errors import FsalignError
 from fsalign.synthetic.data import EPSILON, PAD_LABEL, SyntheticConfig, SyntheticGenerator, collate
-from fsalign.synthetic.evaluation import evaluate_log_probs, label_error_rate, time_stamp_error
+from fsalign.synthetic.evaluation import evaluate_log_probs, greedy_labels
 from fsalign.synthetic.graphs import GraphBank, build_topology, estimate_loop_probabilities
 from fsalign.synthetic.lstm import lstm_recurrence
 from fsalign.synthetic.models import BlstmModel, FeedForwardModel
@@ -212,15 +212,42 @@ def test_perfect_init_gives_zero_tse_and_ler_without_training(model_name, topolo
         assert torch.equal(ali.labels, ref[:n])
 
 
+@pytest.mark.parametrize("variant", [dict(normed_grad=True), dict(blank_separation=True),
+                                     dict(normed_grad=True, blank_separation=True, normed_grad_scope="seq")])
+def test_normed_gradient_and_blank_separation_train(variant):
+    cfg = RunConfig(data=NOISY, topology="ctc", batch_size=4, steps=3, eval_size=8, learning_rate=0.05, **variant)
+    res = run_group(cfg, [0, 1])
+    for r in res:
+        assert all(math.isfinite(v) for v in r.metrics.values()) and math.isfinite(r.final_loss)
+
+
 def test_perfect_init_needs_enough_units():
     with pytest.raises(FsalignError):
         BlstmModel(11, 11, hidden=5).perfect_init()
 
 
 # ---------------------------------------------------------------------- metrics, graphs
-def test_metrics_on_hand_checked_examples():
-    assert label_error_rate([[1, 2, 3], [4]], [[1, 3], [4, 5]]) == pytest.approx(100 * 2 / 4)
-    assert time_stamp_error([[(2, 8), (10, 12)]], [[(3, 8), (10, 15)]]) == pytest.approx((1 + 0 + 0 + 3) / 4)
+def test_greedy_decoding_and_metrics_on_hand_checked_example():
+    # one utterance "are" (a r e = 8 6 2): frames ε a a r ε e e ε, word span (1, 7)
+    data = SyntheticConfig(num_words=1, repetitions=1, silence_factor=0.0)
+    ref = torch.tensor([[0, 8, 8, 6, 0, 2, 2, 0]])
+    hyp = torch.tensor([[0, 8, 6, 6, 0, 2, 9, 9]])  # greedy: a r e y -> one insertion
+    log_probs = torch.full((1, 8, 11), -20.0)
+    log_probs[0, torch.arange(8), hyp[0]] = 0.0
+    log_probs = log_probs.log_softmax(-1)
+    assert greedy_labels(log_probs, torch.tensor([8])) == [[8, 6, 2, 9]]
+    from fsalign.synthetic.data import SyntheticBatch
+
+    batch = SyntheticBatch(torch.zeros(1, 8, 11), torch.tensor([8]), ref, [[[8, 6, 2]]], [[(1, 7)]], [[3]])
+    metrics, alis = evaluate_log_probs(log_probs, batch, build_topology("ctc", data))
+    assert metrics["ler"] == pytest.approx(100.0 / 3)  # one insertion, three reference labels
+    # frames 2 (a -> r) and 6 (e -> y) disagree with the reference: CE = 2 * (20 + log Z) / 8
+    expected_ce = float(-(log_probs[0, torch.arange(8), ref[0]]).mean())
+    assert metrics["fw_ce"] == pytest.approx(expected_ce, rel=1e-6)
+    assert metrics["blank_posterior"] == pytest.approx(100.0 * float(log_probs[0, :, 0].exp().mean()), rel=1e-6)
+    # CTC Viterbi: a on frame 1, r on 2-3, e on 5 (frames 6-7 must be e or blank): word (1, 6) or (1, 7)
+    (ws, we) = (alis[0].words[0].start, alis[0].words[0].end)
+    assert ws == 1 and metrics["tse"] == pytest.approx((abs(we - 7)) / 2)
 
 
 def test_graph_bank_equals_direct_compilation():

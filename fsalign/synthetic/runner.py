@@ -16,6 +16,7 @@ Dimension symbols legend:
   C: alignment labels (score-matrix columns), ε in column 0
 """
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -64,9 +65,11 @@ class RunConfig:
       prior_scope: ``"sequence"`` or ``"batch"``.
       label_loop, silence_loop: HMM loop probabilities; None estimates them from
         the ground truth of the data distribution (``estimate_loop_probabilities``).
-      normed_grad: use the normalised gradient of eq. 11.
-      normed_grad_min, normed_grad_max, normed_grad_scope: its clamping and scope.
-      blank_separation: blank-separated output (eq. 15-17) instead of the softmax.
+      normed_grad: use the normalised gradient of eq. 11 (``fsalign.normgrad``).
+      normed_grad_min, normed_grad_max, normed_grad_scope: its clamping and scope
+        (``"batch"``: each member's batch, or ``"seq"``).
+      blank_separation: blank-separated output (eq. 15-17) instead of the softmax
+        (combinable with ``normed_grad``, as in Table 4).
       batch_size, steps, learning_rate: Adam training.
       eval_size, eval_seed: the held-out set (the same for every training seed).
       align_transition_scale: γ of the Viterbi alignment used for the TSE.
@@ -116,8 +119,8 @@ class RunConfig:
             raise FsalignError(f"stop_grad applies to the posterior-average prior only, got prior={self.prior!r}")
         if self.prior == "posterior_avg" and self.stop_grad is None:
             object.__setattr__(self, "stop_grad", True)
-        if self.normed_grad and self.blank_separation:
-            raise FsalignError("choose either normed_grad or blank_separation, not both")
+        if self.normed_grad_scope not in ("batch", "seq"):
+            raise FsalignError(f"normed_grad_scope must be 'batch' or 'seq', got {self.normed_grad_scope!r}")
         if self.batch_size < 1 or self.steps < 0 or self.eval_size < 1:
             raise FsalignError(
                 f"batch_size and eval_size must be >= 1 and steps >= 0, got {self.batch_size}, "
@@ -170,18 +173,19 @@ def output_log_probs(cfg: RunConfig, logits: torch.Tensor, lengths: torch.Tensor
       Tensor of shape (E, B, T, C): softmax, blank-separated, or softmax with
       the normalised gradient of eq. 11 (scope per member).
     """
-    if cfg.blank_separation:
-        return blank_separated_log_probs(logits, blank=EPSILON)
     if cfg.normed_grad and training:
-        from fsalign.normgrad import normed_grad_log_softmax  # written alongside; imported on use
+        from fsalign.normgrad import normed_grad_log_softmax
 
+        fn = functools.partial(blank_separated_log_probs, blank=EPSILON) if cfg.blank_separation else None
         return torch.stack([
             normed_grad_log_softmax(
                 logits[e], lengths[e], v_min=cfg.normed_grad_min, v_max=cfg.normed_grad_max,
-                scope=cfg.normed_grad_scope,
+                scope=cfg.normed_grad_scope, log_probs_fn=fn,
             )
             for e in range(logits.shape[0])
         ])
+    if cfg.blank_separation:
+        return blank_separated_log_probs(logits, blank=EPSILON)
     return logits.log_softmax(dim=-1)
 
 

@@ -197,9 +197,9 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def _run_job(job: Tuple[Dict[str, Any], List[int], Optional[str], str]) -> List[Dict[str, Any]]:
-    cfg_dict, seeds, plot_dir, plot_name = job
-    results = run_group(RunConfig.from_dict(cfg_dict), seeds, plot_dir=plot_dir, plot_name=plot_name)
+def _run_job(job: Tuple[Dict[str, Any], List[int], Optional[str], str, str]) -> List[Dict[str, Any]]:
+    cfg_dict, seeds, plot_dir, plot_name, device = job
+    results = run_group(RunConfig.from_dict(cfg_dict), seeds, device=device, plot_dir=plot_dir, plot_name=plot_name)
     return [asdict(r) for r in results]
 
 
@@ -208,6 +208,7 @@ def run_jobs(
     workers: int = 1,
     plot_dir: Optional[str] = None,
     plot_names: Optional[Sequence[str]] = None,
+    device: str = "cpu",
 ) -> List[List[RunResult]]:
     """Runs (config, seeds) jobs, in ``workers`` spawned processes (one torch thread each) if > 1.
 
@@ -215,7 +216,8 @@ def run_jobs(
       Per job, one :class:`RunResult` per seed.
     """
     names = list(plot_names) if plot_names is not None else [f"job{i}" for i in range(len(jobs))]
-    payload = [(cfg.to_dict(), [int(s) for s in seeds], plot_dir, name) for (cfg, seeds), name in zip(jobs, names)]
+    payload = [(cfg.to_dict(), [int(s) for s in seeds], plot_dir, name, str(device))
+               for (cfg, seeds), name in zip(jobs, names)]
     if workers <= 1:
         out = [_run_job(p) for p in payload]
     else:
@@ -250,6 +252,7 @@ def run_table(
     seeds: int = 10,
     workers: int = 2,
     plot_dir: Optional[str] = None,
+    device: str = "cpu",
     **overrides,
 ) -> Dict[str, Any]:
     """Trains and evaluates every row of a table for seeds 0..seeds-1.
@@ -274,7 +277,7 @@ def run_table(
             names.append(f"table{table}_row{r + 1}")
             owner.append(r)
     start = time.perf_counter()
-    results = run_jobs(jobs, workers=workers, plot_dir=plot_dir, plot_names=names)
+    results = run_jobs(jobs, workers=workers, plot_dir=plot_dir, plot_names=names, device=device)
     seconds = time.perf_counter() - start
     per_row: List[List[RunResult]] = [[] for _ in rows]
     for r, res in zip(owner, results):
