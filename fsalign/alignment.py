@@ -19,8 +19,24 @@ __all__ = ["TokenSpan", "WordSpan", "Alignment", "Seconds", "spans_from_path"]
 Seconds = float
 
 
+class _FrameSpan:
+    """Frames [start, end) and their times; mixed into the span dataclasses."""
+
+    start: int
+    end: int
+
+    @property
+    def num_frames(self) -> int:
+        return self.end - self.start
+
+    def seconds(self, frame_shift_s: Seconds, subsampling: int = 1) -> Tuple[Seconds, Seconds]:
+        """(start, end) in seconds."""
+        step = frame_shift_s * subsampling
+        return self.start * step, self.end * step
+
+
 @dataclass(frozen=True)
-class TokenSpan:
+class TokenSpan(_FrameSpan):
     """One transcript token in an alignment.
 
     Attributes:
@@ -37,18 +53,9 @@ class TokenSpan:
     start: int
     end: int
 
-    @property
-    def num_frames(self) -> int:
-        return self.end - self.start
-
-    def seconds(self, frame_shift_s: Seconds, subsampling: int = 1) -> Tuple[Seconds, Seconds]:
-        """(start, end) in seconds."""
-        step = frame_shift_s * subsampling
-        return self.start * step, self.end * step
-
 
 @dataclass(frozen=True)
-class WordSpan:
+class WordSpan(_FrameSpan):
     """One word: from the first frame of its first token to the end of its last token.
 
     Attributes:
@@ -63,15 +70,6 @@ class WordSpan:
     end: int
     first_token: int
     last_token: int
-
-    @property
-    def num_frames(self) -> int:
-        return self.end - self.start
-
-    def seconds(self, frame_shift_s: Seconds, subsampling: int = 1) -> Tuple[Seconds, Seconds]:
-        """(start, end) in seconds."""
-        step = frame_shift_s * subsampling
-        return self.start * step, self.end * step
 
 
 @dataclass
