@@ -144,7 +144,8 @@ class ConvSubsampling(nn.Module):
         Returns:
           Tensor of shape (B, T, D) and lengths, Tensor of shape (B,).
         """
-        h = x.unsqueeze(1)  # (B, 1, T', F)
+        mask = valid_frame_mask(lengths, x.shape[1], batch_size=x.shape[0])
+        h = (x * mask.unsqueeze(-1).to(x.dtype)).unsqueeze(1)  # (B, 1, T', F)
         for conv, stride in zip(self.convs, self.strides):
             h = torch.relu(conv(h))
             lengths = _conv_out(lengths, stride)
