@@ -29,17 +29,17 @@ Dimension symbols legend:
 import dataclasses
 import logging
 import math
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Protocol, Sequence, Tuple, Union, runtime_checkable
 
 import torch
 
-try:  # Python >= 3.8
-    from typing import Protocol, runtime_checkable
-except ImportError:  # pragma: no cover
-    from typing_extensions import Protocol, runtime_checkable
-
 from fsalign.alignment import Alignment
-from fsalign.prefix import aed_label_log_probs, ctc_prefix_log_probs, joint_label_log_probs
+from fsalign.prefix import (
+    aed_label_log_probs,
+    ctc_prefix_log_probs,
+    joint_label_log_probs,
+    transcript_targets,
+)
 from fsalign.scores import valid_frame_mask
 from fsalign.topology import RelaxedTopology
 from fsalign.viterbi import viterbi_align
@@ -48,7 +48,6 @@ __all__ = [
     "EncoderModel",
     "CtcModel",
     "AedModel",
-    "transcript_targets",
     "gradient_scores",
     "grad_score_matrix",
     "grad_align",
@@ -74,7 +73,9 @@ class EncoderModel(Protocol):
 
     subsampling: int
 
-    def forward_encoder(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward_encoder(
+        self, features: torch.Tensor, feature_lengths: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Features (B, T', D) and lengths (B,) -> encoder output (B, T, ·) and lengths (B,).
 
         Must be differentiable w.r.t. ``features`` and keep utterances
@@ -117,32 +118,6 @@ class AedModel(EncoderModel, Protocol):
         BOS itself); row ``S_b`` predicts EOS (not used). ``targets`` (B, S)
         are the transcript token ids as given to :func:`gradient_scores`.
         """
-
-
-def transcript_targets(transcripts: Sequence[Sequence[Sequence[int]]], device=None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Flattens word-structured transcripts to padded position targets.
-
-    Args:
-      transcripts: utterance -> words -> token ids.
-      device: where the tensors go.
-
-    Returns:
-      ``(targets, target_lengths)``: LongTensor of shape (B, S) (padding 0)
-      and LongTensor of shape (B,).
-    """
-    if isinstance(transcripts, (str, bytes)) or not isinstance(transcripts, Sequence):
-        raise ValueError(f"transcripts must be a list (utterances) of lists (words) of token-id lists, got {type(transcripts).__name__}")
-    flat = []
-    for b, words in enumerate(transcripts):
-        if not isinstance(words, Sequence) or any(not isinstance(w, Sequence) for w in words):
-            raise ValueError(f"utterance {b}: transcript must be a list of words, each a list of token ids, got {words!r}")
-        flat.append([int(t) for w in words for t in w])
-    S = max((len(f) for f in flat), default=0)
-    targets = torch.zeros(len(flat), S, dtype=torch.long)
-    for b, f in enumerate(flat):
-        targets[b, : len(f)] = torch.tensor(f, dtype=torch.long)
-    lengths = torch.tensor([len(f) for f in flat], dtype=torch.long)
-    return targets.to(device), lengths.to(device)
 
 
 def _functional_transforms():
@@ -237,7 +212,10 @@ def gradient_scores(
       label_lengths)``, LongTensors of shape (B,).
     """
     if not isinstance(features, torch.Tensor) or features.dim() != 3 or not features.is_floating_point():
-        raise ValueError(f"features must be a floating point tensor of shape (B, T', D), got shape {tuple(getattr(features, 'shape', ()))}")
+        raise ValueError(
+            f"features must be a floating point tensor of shape (B, T', D), got shape "
+            f"{tuple(getattr(features, 'shape', ()))}"
+        )
     if not p > 0:
         raise ValueError(f"p must be > 0 (or inf), got {p}")
     if chunk_size is not None and chunk_size < 1:
@@ -252,9 +230,13 @@ def gradient_scores(
     S = targets.shape[1]
     for name, weight, method in (("ctc", ctc_weight, "ctc_logits"), ("aed", aed_weight, "aed_log_probs")):
         if weight > 0 and not callable(getattr(model, method, None)):
-            raise ValueError(f"{name}_weight={weight} needs a model with a `{method}` method ({type(model).__name__} has none)")
+            raise ValueError(
+                f"{name}_weight={weight} needs a model with a `{method}` method ({type(model).__name__} has none)"
+            )
     if getattr(model, "training", False):
-        logger.warning("gradient_scores: model is in training mode; call model.eval() (dropout/batch-norm mix utterances)")
+        logger.warning(
+            "gradient_scores: model is in training mode; call model.eval() (dropout/batch-norm mix utterances)"
+        )
 
     def label_scores(x: torch.Tensor) -> torch.Tensor:  # (B, T', D) -> (B, S)
         h, h_lengths = model.forward_encoder(x, feature_lengths)
@@ -356,7 +338,9 @@ def grad_score_matrix(
     if variant not in _VARIANTS:
         raise ValueError(f"variant must be one of {_VARIANTS}, got {variant!r}")
     if not isinstance(G, torch.Tensor) or G.dim() != 3 or not G.is_floating_point():
-        raise ValueError(f"G must be a floating point tensor of shape (B, S, T'), got shape {tuple(getattr(G, 'shape', ()))}")
+        raise ValueError(
+            f"G must be a floating point tensor of shape (B, S, T'), got shape {tuple(getattr(G, 'shape', ()))}"
+        )
     if not 0.0 <= percentile <= 100.0:
         raise ValueError(f"percentile must be in [0, 100], got {percentile}")
     B, S, T = G.shape
@@ -424,7 +408,10 @@ def grad_align(
         raise ValueError(f"transcripts must have one entry per utterance ({B}), got {len(transcripts)}")
     targets, counts = transcript_targets(transcripts)
     if label_lengths is not None and not torch.equal(torch.as_tensor(label_lengths).cpu().long(), counts):
-        raise ValueError(f"label_lengths {torch.as_tensor(label_lengths).tolist()} do not match the transcripts' token counts {counts.tolist()}")
+        raise ValueError(
+            f"label_lengths {torch.as_tensor(label_lengths).tolist()} do not match the transcripts' "
+            f"token counts {counts.tolist()}"
+        )
     S = G.shape[1]
     if B and int(counts.max()) > S:
         raise ValueError(f"G has S={S} positions, but a transcript has {int(counts.max())} tokens")

@@ -16,13 +16,13 @@ Dimension symbols legend:
   V: AED output vocabulary size
 """
 import math
-from typing import Optional
+from typing import Optional, Sequence, Tuple
 
 import torch
 
 from fsalign.scores import _check_blank, valid_frame_mask
 
-__all__ = ["ctc_prefix_log_probs", "aed_label_log_probs", "joint_label_log_probs"]
+__all__ = ["transcript_targets", "ctc_prefix_log_probs", "aed_label_log_probs", "joint_label_log_probs"]
 
 _NEG_INF = -math.inf
 
@@ -58,6 +58,39 @@ def _check_targets(targets: torch.Tensor, target_lengths: torch.Tensor, batch_si
         raise ValueError(f"targets must have B={batch_size} rows (as {what}), got {targets.shape[0]}")
     target_lengths = torch.as_tensor(target_lengths, device=targets.device)
     return valid_frame_mask(target_lengths, targets.shape[1], batch_size=batch_size)
+
+
+def transcript_targets(
+    transcripts: Sequence[Sequence[Sequence[int]]], device=None
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Flattens word-structured transcripts to padded position targets.
+
+    Args:
+      transcripts: utterance -> words -> token ids.
+      device: where the tensors go.
+
+    Returns:
+      ``(targets, target_lengths)``: LongTensor of shape (B, S) (padding 0)
+      and LongTensor of shape (B,).
+    """
+    if isinstance(transcripts, (str, bytes)) or not isinstance(transcripts, Sequence):
+        raise ValueError(
+            "transcripts must be a list (utterances) of lists (words) of token-id lists, got "
+            f"{type(transcripts).__name__}"
+        )
+    flat = []
+    for b, words in enumerate(transcripts):
+        if not isinstance(words, Sequence) or any(not isinstance(w, Sequence) for w in words):
+            raise ValueError(
+                f"utterance {b}: transcript must be a list of words, each a list of token ids, got {words!r}"
+            )
+        flat.append([int(t) for w in words for t in w])
+    S = max((len(f) for f in flat), default=0)
+    targets = torch.zeros(len(flat), S, dtype=torch.long)
+    for b, f in enumerate(flat):
+        targets[b, : len(f)] = torch.tensor(f, dtype=torch.long)
+    lengths = torch.tensor([len(f) for f in flat], dtype=torch.long)
+    return targets.to(device), lengths.to(device)
 
 
 def ctc_prefix_log_probs(
@@ -214,7 +247,9 @@ def aed_label_log_probs(
         raise ValueError(f"decoder_log_probs must have at least S={S} rows per utterance, got {S_dec}")
     tgt = targets.long().masked_fill(~pos_valid, 0)
     if pos_valid.any() and (int(tgt.min()) < 0 or int(tgt.max()) >= V):
-        raise ValueError(f"targets must be in [0, {V}) (the AED vocabulary), got min {int(tgt.min())} max {int(tgt.max())}")
+        raise ValueError(
+            f"targets must be in [0, {V}) (the AED vocabulary), got min {int(tgt.min())} max {int(tgt.max())}"
+        )
     picked = decoder_log_probs[:, :S].gather(2, tgt[:, :, None]).squeeze(2)
     return picked.masked_fill(~pos_valid, 0.0)
 
@@ -256,5 +291,7 @@ def joint_label_log_probs(
             raise ValueError(f"{name}_weight={weight} needs the {name} scores, got None")
         terms.append(score if weight == 1.0 else weight * score)
     if len(terms) == 2 and terms[0].shape != terms[1].shape:
-        raise ValueError(f"ctc and aed scores must have the same shape (B, S), got {tuple(ctc.shape)} and {tuple(aed.shape)}")
+        raise ValueError(
+            f"ctc and aed scores must have the same shape (B, S), got {tuple(ctc.shape)} and {tuple(aed.shape)}"
+        )
     return terms[0] if len(terms) == 1 else terms[0] + terms[1]

@@ -333,3 +333,21 @@ def test_grad_align_empty_transcript_is_all_blank():
     alis = grad_align(G, torch.tensor([6, 4]), [[[3], [5]], []])
     assert alis[1].tokens == [] and torch.all(alis[1].labels == 0) and alis[1].num_frames == 4
     assert [t.token for t in alis[0].tokens] == [3, 5] and [w.index for w in alis[0].words] == [0, 1]
+
+
+def test_plot_grad_scores_draws_log_softmax_over_time_and_spans():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from fsalign.plot import plot_grad_scores
+
+    x, lengths, refs = _synthetic_batch(seed=2, batch_size=1, sigma=0.0)
+    transcripts = [r[1] for r in refs]
+    G = gradient_scores(OracleFfnn().eval(), x, lengths, transcripts)
+    ali = grad_align(G, lengths, transcripts)[0]
+    S, T = len(ali.tokens), int(lengths[0])
+    ax = plot_grad_scores(G[0], T, S, token_names=[str(t.token) for t in ali.tokens], alignment=ali)
+    g = G[0, :S, :T].numpy()
+    want = g - g.max(1, keepdims=True) - np.log(np.exp(g - g.max(1, keepdims=True)).sum(1, keepdims=True))
+    np.testing.assert_allclose(ax.images[0].get_array(), want, rtol=1e-10)
+    assert len(ax.patches) == S
