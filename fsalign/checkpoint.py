@@ -1,0 +1,120 @@
+"""Checkpoints: atomic writes, and loading everything alignment needs.
+
+A checkpoint is a dict saved with ``torch.save``:
+
+* ``model_config`` (:class:`~fsalign.models.conformer.ConformerConfig` as a dict), ``model``
+  (state dict);
+* ``tokenizer`` (``Tokenizer.to_dict()``), ``topology`` (``{"kind": ..., "params": {...}}``),
+  ``criterion`` (scales and prior mode the model was trained with), ``frame_shift_s``,
+  ``subsampling``, ``corpus_prior`` (log prior of shape (C,) estimated on the training part,
+  or None);
+* for ``--resume``: ``optimizer``, ``scheduler``, ``rng`` (torch/python/numpy/CUDA states),
+  ``running_prior``, ``epoch`` (epochs completed), ``step``, ``best_dev_loss``, ``args``,
+  ``stage``.
+"""
+import os
+import random
+from pathlib import Path
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Union
+
+import numpy as np
+import torch
+
+from fsalign.errors import FsalignError
+from fsalign.models.conformer import ConformerConfig, ConformerModel
+from fsalign.tokenizers import Tokenizer
+from fsalign.topology import CtcTopology, HmmTopology, RelaxedTopology, Topology
+
+__all__ = ["LoadedCheckpoint", "save_checkpoint", "load_checkpoint", "make_topology", "rng_state", "set_rng_state"]
+
+Pathlike = Union[str, Path]
+TOPOLOGIES = ("ctc", "hmm", "relaxed")
+
+
+def make_topology(kind: str, num_labels: int, **params) -> Topology:
+    """Built-in topology by name: ``ctc`` (blank 0), ``relaxed`` (blank 0) or ``hmm`` (silence 0)."""
+    if kind == "ctc":
+        return CtcTopology(num_labels, **params)
+    if kind == "relaxed":
+        return RelaxedTopology(num_labels, **params)
+    if kind == "hmm":
+        return HmmTopology(num_labels, **params)
+    raise ValueError(f"topology must be one of {TOPOLOGIES}, got {kind!r}")
+
+
+def save_checkpoint(state: Mapping[str, Any], path: Pathlike) -> Path:
+    """Writes ``state`` to ``path`` atomically (temporary file in the same directory + ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(dict(state), tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def rng_state() -> Dict[str, Any]:
+    """The random states training depends on (torch CPU/CUDA, python, numpy)."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restores :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class LoadedCheckpoint(NamedTuple):
+    """What :func:`load_checkpoint` returns.
+
+    Attributes:
+      model: the :class:`ConformerModel` in eval mode on the requested device.
+      tokenizer: the tokenizer it was trained with.
+      topology: the training topology (with its loop probabilities).
+      metadata: the rest: ``criterion``, ``frame_shift_s``, ``subsampling``,
+        ``corpus_prior`` (Tensor of shape (C,) or None), ``epoch``, ``step``, ``args``, ...
+    """
+
+    model: ConformerModel
+    tokenizer: Tokenizer
+    topology: Topology
+    metadata: Dict[str, Any]
+
+
+def load_checkpoint(path: Pathlike, device: Union[str, torch.device] = "cpu") -> LoadedCheckpoint:
+    """Loads a training checkpoint for alignment or evaluation.
+
+    Args:
+      path: ``EXP/best.pt`` or ``EXP/last.pt``.
+      device: where the model goes.
+
+    Returns:
+      ``(model, tokenizer, topology, metadata)``; see :class:`LoadedCheckpoint`.
+
+    Raises:
+      FsalignError: the file is missing or is not an fsalign training checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FsalignError(f"checkpoint {path} does not exist")
+    state = torch.load(path, map_location="cpu")
+    missing = [k for k in ("model_config", "model", "tokenizer", "topology") if k not in state]
+    if missing:
+        raise FsalignError(f"{path} is not an fsalign training checkpoint: missing {missing}")
+    model = ConformerModel(ConformerConfig.from_dict(state["model_config"]))
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    tokenizer = Tokenizer.from_dict(state["tokenizer"])
+    topo = state["topology"]
+    topology = make_topology(topo["kind"], tokenizer.num_labels, **topo.get("params", {}))
+    skip = {"model", "optimizer", "scheduler", "rng", "running_prior"}
+    metadata = {k: v for k, v in state.items() if k not in skip}
+    prior: Optional[torch.Tensor] = metadata.get("corpus_prior")
+    if prior is not None:
+        metadata["corpus_prior"] = prior.to(device)
+    return LoadedCheckpoint(model, tokenizer, topology, metadata)
