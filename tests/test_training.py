@@ -1,0 +1,219 @@
+"""Training loop, checkpoints, resume, Conformer model: fast runs on a few shipped utterances."""
+import argparse
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import fsalign.training as training
+from fsalign.checkpoint import load_checkpoint
+from fsalign.corpus import make_dataloader
+from fsalign.gradscore import AedModel, CtcModel
+from fsalign.models.conformer import ConformerConfig, ConformerModel
+from fsalign.prepare import main as prepare_main
+from fsalign.viterbi import viterbi_align
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "data" / "LibriSpeech"
+ALIGNMENTS = REPO / "data" / "alignments" / "LibriSpeech"
+PICK = {"train-clean-5": 4, "dev-clean-2": 2}  # utterances per part, taken from the first chapter
+
+
+def _copy_subset(root: Path) -> None:
+    for part, count in PICK.items():
+        trans = sorted((SHIPPED / part).glob("*/*/*.trans.txt"))[0]
+        chapter = trans.parent.relative_to(SHIPPED / part)
+        lines = trans.read_text().splitlines()[:count]
+        ids = {line.split()[0] for line in lines}
+        dst = root / "LibriSpeech" / part / chapter
+        dst.mkdir(parents=True)
+        (dst / trans.name).write_text("\n".join(lines) + "\n")
+        for utt in ids:
+            shutil.copy(trans.parent / f"{utt}.flac", dst / f"{utt}.flac")
+        ali_src = next((ALIGNMENTS / part / chapter).glob("*.alignment.txt"))
+        ali_dst = root / "alignments" / "LibriSpeech" / part / chapter
+        ali_dst.mkdir(parents=True)
+        kept = [ln for ln in ali_src.read_text().splitlines() if ln.split()[0] in ids]
+        (ali_dst / ali_src.name).write_text("\n".join(kept) + "\n")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    _copy_subset(root)
+    prepare_main([
+        "--corpus-dir", str(root / "LibriSpeech"), "--alignments-dir", str(root / "alignments" / "LibriSpeech"),
+        "--parts", *PICK, "--output-dir", str(root / "data"), "--unit", "char", "phone",
+    ])  # fmt: skip
+    return root / "data"
+
+
+def _args(data_dir: Path, exp: Path, *extra: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--unit", default="char")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--train-part", default="train-clean-5")
+    parser.add_argument("--dev-part", default="dev-clean-2")
+    parser.add_argument("--exp-dir")
+    training.add_arguments(parser)
+    return parser.parse_args([
+        "--data-dir", str(data_dir), "--exp-dir", str(exp), "--preset", "tiny", "--no-progress",
+        "--max-duration", "15", *extra,
+    ])  # fmt: skip
+
+
+def _states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+@pytest.mark.parametrize("factor", [4, 6])
+def test_conformer_lengths_are_ceil_of_subsampled_input(factor):
+    model = ConformerModel(ConformerConfig.from_preset("tiny", 10, subsampling=factor)).eval()
+    lengths = torch.tensor([97, 60, 13, 6])
+    out = model(torch.randn(4, 97, 80), lengths)
+    expected = [math.ceil(n / factor) for n in lengths.tolist()]
+    assert out["lengths"].tolist() == expected
+    assert out["logits"].shape == (4, max(expected), 10)
+
+
+def test_conformer_batched_equals_per_utterance_in_eval_mode():
+    torch.manual_seed(0)
+    model = ConformerModel(ConformerConfig.from_preset("tiny", 12, aed_layers=1, blank_sep=True)).eval()
+    lengths = torch.tensor([90, 41, 17])
+    feats = torch.randn(3, 90, 80) * (torch.arange(90)[None, :, None] < lengths[:, None, None])
+    targets, target_lengths = torch.tensor([[3, 4, 5], [6, 7, 0], [8, 0, 0]]), torch.tensor([3, 2, 1])
+    h, hl = model.forward_encoder(feats, lengths)
+    log_probs = model.ctc_log_probs(model.ctc_logits(h))
+    aed = model.aed_log_probs(h, hl, targets, target_lengths)
+    for b in range(3):
+        n, s = int(lengths[b]), int(target_lengths[b])
+        hb, hlb = model.forward_encoder(feats[b : b + 1, :n], lengths[b : b + 1])
+        lp_b = model.ctc_log_probs(model.ctc_logits(hb))[0]
+        torch.testing.assert_close(log_probs[b, : int(hl[b])], lp_b, atol=1e-4, rtol=1e-4)
+        aed_b = model.aed_log_probs(hb, hlb, targets[b : b + 1, :s], target_lengths[b : b + 1])[0]
+        torch.testing.assert_close(aed[b, : s + 1], aed_b, atol=1e-4, rtol=1e-4)
+
+
+def test_conformer_satisfies_gradscore_protocols_and_config_round_trips():
+    config = ConformerConfig.from_preset("tiny", 9, aed_layers=1)
+    model = ConformerModel(config)
+    assert isinstance(model, CtcModel) and isinstance(model, AedModel)
+    assert ConformerConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ValueError, match="unknown"):
+        ConformerConfig.from_dict({**config.to_dict(), "bogus": 1})
+
+
+def test_spec_augment_only_in_training_mode():
+    model = ConformerModel(ConformerConfig.from_preset("tiny", 5))
+    x = torch.randn(2, 200, 80)
+    model.train()
+    assert (model.spec_augment(x) == 0).any()
+    model.eval()
+    assert torch.equal(model.spec_augment(x), x)
+
+
+def test_one_cycle_lr_matches_paper_shape():
+    peak, final = 6e-4, 1e-6
+    points = {0.0: peak / 10, 0.225: (peak / 10 + peak) / 2, 0.45: peak, 0.9: peak / 10, 1.0: final}
+    for progress, expected in points.items():
+        assert training.one_cycle_lr(progress, peak, final) == pytest.approx(expected, rel=1e-9)
+    values = [training.one_cycle_lr(p / 100, peak, final) for p in range(101)]
+    assert max(values) == pytest.approx(peak) and values.index(max(values)) == 45
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@pytest.fixture(scope="module")
+def ctc_run(data_dir, tmp_path_factory):
+    exp = tmp_path_factory.mktemp("exp_ctc")
+    metrics = training.train(_args(data_dir, exp, "--epochs", "1", "--topology", "ctc"))
+    return exp, metrics
+
+
+def test_one_epoch_smoke_run_writes_checkpoints_and_eval(ctc_run):
+    exp, metrics = ctc_run
+    assert (exp / "last.pt").is_file() and (exp / "best.pt").is_file()
+    saved = json.loads((exp / "eval.json").read_text())
+    assert saved["loss"] == pytest.approx(metrics["loss"]) and math.isfinite(saved["loss"])
+    assert saved["utterances"] == PICK["dev-clean-2"] and saved["aligned_words"] > 0
+    assert 0 <= saved["silence_ratio"] <= 1 and saved["tse_boundary_ms"] >= 0
+    assert list((exp / "tensorboard").iterdir())
+
+
+def test_eval_loss_equals_torch_ctc_loss_of_loaded_model(ctc_run, data_dir):
+    exp, metrics = ctc_run
+    model, tokenizer, topology, meta = load_checkpoint(exp / "best.pt", "cpu")
+    total, frames = 0.0, 0
+    with torch.no_grad():
+        for batch in make_dataloader(data_dir / "cuts_dev-clean-2.jsonl.gz", tokenizer, 15.0):
+            h, lengths = model.forward_encoder(batch.features, batch.feature_lengths)
+            lp = model.ctc_log_probs(model.ctc_logits(h))
+            targets = [torch.tensor([t for w in words for t in w]) for words in batch.transcripts]
+            nll = torch.nn.functional.ctc_loss(
+                lp.transpose(0, 1).double(), torch.cat(targets), lengths, torch.tensor([len(t) for t in targets]),
+                blank=0, reduction="none",
+            )  # fmt: skip
+            total, frames = total + float(nll.sum()), frames + int(lengths.sum())
+    assert metrics["loss"] == pytest.approx(total / frames, rel=1e-4)
+
+
+def test_checkpoint_round_trip_has_what_alignment_needs(ctc_run, data_dir):
+    exp, _ = ctc_run
+    raw = torch.load(exp / "last.pt", map_location="cpu")
+    model, tokenizer, topology, meta = load_checkpoint(exp / "last.pt", "cpu")
+    assert _states_equal(model.state_dict(), raw["model"])
+    assert tokenizer.to_dict() == raw["tokenizer"] and topology.num_labels == tokenizer.num_labels
+    assert meta["frame_shift_s"] == 0.01 and meta["subsampling"] == model.subsampling == 4
+    assert not model.training
+    prior = meta["corpus_prior"]
+    assert prior.shape == (tokenizer.num_labels,)
+    assert float(prior.logsumexp(0)) == pytest.approx(0.0, abs=1e-5)  # a distribution
+
+
+def test_load_checkpoint_gives_a_model_that_aligns(ctc_run, data_dir):
+    exp, _ = ctc_run
+    model, tokenizer, topology, meta = load_checkpoint(exp / "best.pt", "cpu")
+    batch = next(iter(make_dataloader(data_dir / "cuts_dev-clean-2.jsonl.gz", tokenizer, 15.0)))
+    with torch.no_grad():
+        h, lengths = model.forward_encoder(batch.features, batch.feature_lengths)
+        lp = model.ctc_log_probs(model.ctc_logits(h))
+    alignments = viterbi_align(lp, lengths, topology.compile(batch.transcripts))
+    for ali, words, n in zip(alignments, batch.transcripts, lengths.tolist()):
+        assert len(ali.words) == len(words) and ali.num_frames == n
+        times = ali.word_times(meta["frame_shift_s"], meta["subsampling"])
+        assert all(0 <= s < e <= n * 0.04 + 1e-9 for s, e in times)
+
+
+def test_resume_after_kill_gives_same_weights_as_uninterrupted(data_dir, tmp_path, monkeypatch):
+    extra = ("--epochs", "2", "--topology", "hmm", "--unit", "phone", "--ctc-warmup-epochs", "1", "--seed", "3")
+    full = tmp_path / "full"
+    training.train(_args(data_dir, full, *extra))
+
+    killed = tmp_path / "killed"
+    real_save = training.save_checkpoint
+
+    def save_then_die(state, path):
+        real_save(state, path)
+        if Path(path).name == "last.pt" and state["epoch"] == 1:
+            raise KeyboardInterrupt("simulated kill after epoch 1")
+
+    monkeypatch.setattr(training, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(_args(data_dir, killed, *extra))
+    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    assert torch.load(killed / "last.pt")["stage"] == "ctc-warmup"
+    training.train(_args(data_dir, killed, *extra, "--resume"))
+
+    a, b = torch.load(full / "last.pt"), torch.load(killed / "last.pt")
+    assert a["epoch"] == b["epoch"] == 2 and a["step"] == b["step"] and b["stage"] == "main"
+    assert _states_equal(a["model"], b["model"])
+    assert json.loads((full / "eval.json").read_text())["loss"] == pytest.approx(
+        json.loads((killed / "eval.json").read_text())["loss"], rel=1e-12
+    )
