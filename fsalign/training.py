@@ -72,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--weight-decay", type=float, default=1e-2)
     g.add_argument("--grad-clip", type=float, default=5.0)
     g = parser.add_argument_group("data")
-    g.add_argument("--max-duration", type=float, default=120.0, help="seconds of audio per batch (per rank)")
+    g.add_argument("--max-duration", type=float, default=40.0, help="seconds of audio per batch (per rank)")
     g.add_argument("--num-workers", type=int, default=0)
     g = parser.add_argument_group("run")
     g.add_argument("--seed", type=int, default=42)

@@ -29,12 +29,12 @@ __all__ = ["ConformerConfig", "ConformerModel", "ConvSubsampling", "PRESETS"]
 
 PRESETS: Dict[str, Dict[str, int]] = {
     # for tests: seconds per epoch on a few utterances
-    "tiny": dict(d_model=64, num_layers=2, num_heads=2, ffn_dim=128, kernel_size=15),
+    "tiny": dict(d_model=64, num_layers=2, num_heads=2, ffn_dim=128, kernel_size=15, conv_channels=32),
     # CPU default: ~2.5M parameters
-    "small": dict(d_model=144, num_layers=4, num_heads=4, ffn_dim=576, kernel_size=31),
-    "medium": dict(d_model=256, num_layers=12, num_heads=4, ffn_dim=1024, kernel_size=31),
+    "small": dict(d_model=144, num_layers=4, num_heads=4, ffn_dim=576, kernel_size=31, conv_channels=32),
+    "medium": dict(d_model=256, num_layers=12, num_heads=4, ffn_dim=1024, kernel_size=31, conv_channels=128),
     # the paper's 12-layer encoder (A.4.5, ~75M parameters with the paper's head)
-    "large": dict(d_model=512, num_layers=12, num_heads=8, ffn_dim=2048, kernel_size=31),
+    "large": dict(d_model=512, num_layers=12, num_heads=8, ffn_dim=2048, kernel_size=31, conv_channels=256),
 }
 
 
@@ -47,6 +47,7 @@ class ConformerConfig:
       num_features: F.
       d_model, num_layers, num_heads, ffn_dim, kernel_size: encoder size.
       subsampling: 4 or 6 (conv frontend factor).
+      conv_channels: channels of the frontend convolutions.
       dropout: dropout in the encoder and the frontend.
       blank_sep: blank-separated output head (eq. 15-17) instead of a full softmax.
       blank: blank/silence column.
@@ -65,6 +66,7 @@ class ConformerConfig:
     ffn_dim: int = 576
     kernel_size: int = 31
     subsampling: int = 4
+    conv_channels: int = 64
     dropout: float = 0.1
     blank_sep: bool = False
     blank: int = 0
@@ -195,7 +197,8 @@ class ConformerModel(nn.Module):
         self.blank = config.blank
         self.num_labels = config.num_labels
         self.spec_augment = SpecAugment(config) if config.spec_augment else None
-        self.frontend = ConvSubsampling(config.num_features, config.d_model, config.subsampling, dropout=config.dropout)
+        self.frontend = ConvSubsampling(config.num_features, config.d_model, config.subsampling,
+                                        channels=config.conv_channels, dropout=config.dropout)
         self.encoder = torchaudio.models.Conformer(
             input_dim=config.d_model,
             num_heads=config.num_heads,
