@@ -196,7 +196,7 @@ class _Criterion:
         return result
 
 
-def _corpus_prior(model, loader, device) -> torch.Tensor:
+def _corpus_prior(model, loader, device) -> Optional[torch.Tensor]:
     prior = CorpusPrior(model.num_labels)
     model.eval()
     with torch.no_grad():
@@ -205,6 +205,9 @@ def _corpus_prior(model, loader, device) -> torch.Tensor:
                 batch = batch.to(device)
                 h, lengths = model.forward_encoder(batch.features, batch.feature_lengths)
                 prior.accumulate(model.ctc_log_probs(model.ctc_logits(h)), lengths)
+    if int(prior.num_frames) == 0:
+        logger.warning("no training frames to estimate the corpus prior from; storing None")
+        return None
     return prior.log_prior.cpu()
 
 
@@ -227,7 +230,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     train_cuts = data / f"cuts_{args.train_part}.jsonl.gz"
     dev_cuts = data / f"cuts_{args.dev_part}.jsonl.gz"
     loader = make_dataloader(train_cuts, tokenizer, args.max_duration, shuffle=True, num_workers=args.num_workers,
-                             seed=args.seed, drop_last=world > 1)
+                             seed=args.seed)
     dev_loader = make_dataloader(dev_cuts, tokenizer, args.max_duration, rank=0, world_size=1)
     static_prior = None
     if args.prior == "static":
@@ -311,7 +314,8 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
         if world > 1:
             dist.barrier()
     if rank == 0 and last_path.is_file():
-        metrics = _finish(model, loader, dev_loader, crit, args, device, last_path, best_path)
+        prior_loader = make_dataloader(train_cuts, tokenizer, args.max_duration, rank=0, world_size=1)
+        metrics = _finish(model, prior_loader, dev_loader, crit, args, device, last_path, best_path)
         writer.close()
     if world > 1:
         dist.destroy_process_group()
@@ -319,13 +323,13 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def _finish(model, loader, dev_loader, crit, args, device, last_path: Path, best_path: Path) -> Dict[str, Any]:
-    """Corpus priors into last.pt and best.pt; final evaluation of best.pt -> EXP/eval.json."""
+    """Corpus priors (whole training part, rank 0) into last.pt and best.pt; final evaluation of
+    best.pt -> EXP/eval.json."""
     for path in (last_path, best_path):
         if not path.is_file():
             continue
         state = torch.load(path, map_location="cpu")
         model.load_state_dict(state["model"])
-        loader.sampler.set_epoch(0)
         state["corpus_prior"] = _corpus_prior(model, loader, device)
         save_checkpoint(state, path)
     final = torch.load(best_path if best_path.is_file() else last_path, map_location="cpu")
