@@ -9,7 +9,7 @@ Dimension symbols:
   C: output columns.
 """
 import logging
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 
@@ -23,6 +23,7 @@ from fsalign.metrics import (
     error_rate,
     silence_ratio,
     time_stamp_error,
+    word_error_rate,
 )
 from fsalign.topology import Topology
 from fsalign.viterbi import viterbi_align
@@ -42,6 +43,7 @@ def evaluate(
     prior_scale: float = 0.0,
     log_prior: Optional[torch.Tensor] = None,
     device: Optional[torch.device] = None,
+    tokenizer=None,
 ) -> Dict[str, Any]:
     """Dev loss, greedy label error rate and alignment quality.
 
@@ -52,10 +54,12 @@ def evaluate(
       posterior_scale, transition_scale, prior_scale: α, γ, β for loss and alignment.
       log_prior: Tensor of shape (C,) used with ``prior_scale``, or None.
       device: where to compute (default: the model's device).
+      tokenizer: with a SentencePiece tokenizer (``spm``/``bpe``) the greedy output is
+        also decoded to words (pieces starting with "▁" start a word) for a WER.
 
     Returns:
       dict: ``loss`` (full-sum NLL per frame), ``ler`` (greedy, collapsed, blank/silence
-      removed, over tokens), ``tse_boundary_ms``, ``tse_centre_ms`` (None without
+      removed, over tokens), ``wer`` (SentencePiece units only, else None), ``tse_boundary_ms``, ``tse_centre_ms`` (None without
       reference word times), ``silence_ratio``, ``token_duration_ms``, ``utterances``,
       ``aligned_words``, ``infeasible`` (utterances too short for their transcript) and
       ``unscored`` (utterances whose reference word count differs from the transcript).
@@ -66,7 +70,8 @@ def evaluate(
     blank = model.blank
     frame_s = None
     loss_sum, loss_frames = 0.0, 0
-    ler, tse = ErrorStats(0, 0, 0, 0), TimeStampError(0.0, 0.0, 0)
+    ler, wer, tse = ErrorStats(0, 0, 0, 0), ErrorStats(0, 0, 0, 0), TimeStampError(0.0, 0.0, 0)
+    word_starts = _word_starts(tokenizer)
     sil, dur = Average(0.0, 0), Average(0.0, 0)
     utterances = infeasible = unscored = 0
     for batch in loader:
@@ -88,6 +93,9 @@ def evaluate(
         refs = [[t for w in words for t in w] for words in batch.transcripts]
         hyps = [collapse_ctc(greedy[b, : int(lengths[b])].tolist(), blank=blank) for b in range(len(batch))]
         ler = ler + error_rate(refs, hyps)
+        if word_starts is not None:
+            ref_texts = [tokenizer.decode(words) for words in batch.transcripts]
+            wer = wer + word_error_rate(ref_texts, [tokenizer.decode(_split_words(h, word_starts)) for h in hyps])
         alignments = viterbi_align(log_probs, lengths, graphs, on_infeasible="skip", **scales)
         ref_spans, hyp_spans = [], []
         for ali, ref in zip(alignments, batch.word_alignments):
@@ -108,6 +116,7 @@ def evaluate(
     return {
         "loss": loss_sum / loss_frames if loss_frames else float("nan"),
         "ler": ler.rate if ler.ref_length else None,
+        "wer": wer.rate if wer.ref_length else None,
         "tse_boundary_ms": 1000 * tse.boundary if tse.num_words else None,
         "tse_centre_ms": 1000 * tse.centre if tse.num_words else None,
         "silence_ratio": sil.value if sil.count else None,
@@ -117,3 +126,18 @@ def evaluate(
         "infeasible": infeasible,
         "unscored": unscored,
     }
+
+
+def _word_starts(tokenizer) -> Optional[List[bool]]:
+    if tokenizer is None or getattr(tokenizer, "unit", "") not in ("spm", "bpe"):
+        return None
+    return [name.startswith("▁") for name in tokenizer.token_names]
+
+
+def _split_words(ids: List[int], word_starts: List[bool]) -> List[List[int]]:
+    words: List[List[int]] = []
+    for i in ids:
+        if word_starts[i] or not words:
+            words.append([])
+        words[-1].append(i)
+    return words

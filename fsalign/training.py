@@ -296,7 +296,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
                 bar.set_postfix(loss=f"{float(out['loss']):.3f}", lr=f"{lr:.2e}")
         if rank == 0:
             topo, alpha, gamma, _ = crit.stage_setup(epoch)
-            metrics = evaluate(model, dev_loader, topo, alpha, gamma, device=device)
+            metrics = evaluate(model, dev_loader, topo, alpha, gamma, device=device, tokenizer=tokenizer)
             metrics.update(epoch=epoch + 1, step=step, stage=crit.stage(epoch))
             logger.info("epoch %d dev: %s", epoch + 1, json.dumps(metrics))
             for key, value in metrics.items():
@@ -315,14 +315,15 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
             dist.barrier()
     if rank == 0 and last_path.is_file():
         prior_loader = make_dataloader(train_cuts, tokenizer, args.max_duration, rank=0, world_size=1)
-        metrics = _finish(model, prior_loader, dev_loader, crit, args, device, last_path, best_path)
+        metrics = _finish(model, prior_loader, dev_loader, crit, args, device, last_path, best_path, tokenizer)
         writer.close()
     if world > 1:
         dist.destroy_process_group()
     return metrics
 
 
-def _finish(model, loader, dev_loader, crit, args, device, last_path: Path, best_path: Path) -> Dict[str, Any]:
+def _finish(model, loader, dev_loader, crit, args, device, last_path: Path, best_path: Path,
+            tokenizer: Tokenizer) -> Dict[str, Any]:
     """Corpus priors (whole training part, rank 0) into last.pt and best.pt; final evaluation of
     best.pt -> EXP/eval.json."""
     for path in (last_path, best_path):
@@ -335,7 +336,7 @@ def _finish(model, loader, dev_loader, crit, args, device, last_path: Path, best
     final = torch.load(best_path if best_path.is_file() else last_path, map_location="cpu")
     model.load_state_dict(final["model"])
     topo, alpha, gamma, _ = crit.stage_setup(args.epochs - 1)
-    metrics = evaluate(model, dev_loader, topo, alpha, gamma, device=device)
+    metrics = evaluate(model, dev_loader, topo, alpha, gamma, device=device, tokenizer=tokenizer)
     metrics.update(checkpoint=str(best_path if best_path.is_file() else last_path), epoch=final["epoch"])
     (Path(args.exp_dir) / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
     logger.info("final dev evaluation: %s", json.dumps(metrics))
