@@ -170,6 +170,35 @@ def test_hybrid_with_zero_aed_weight_is_ctc_and_aed_matches_jacobian():
     torch.testing.assert_close(aed, want, rtol=1e-7, atol=1e-9)
 
 
+def test_gradient_scores_uses_the_models_own_normalisation():
+    from fsalign.scores import blank_separated_log_probs
+
+    model, x, lengths, transcripts = _conformer_batch(4)
+    plain = gradient_scores(model, x, lengths, transcripts)
+    model.ctc_log_probs = lambda logits: blank_separated_log_probs(logits, blank=0)  # eq. 15-17
+    separated = gradient_scores(model, x, lengths, transcripts, mask_blank=False)
+    want = _reference_G(_SeparatedView(model), x, lengths, transcripts, p=0.1, mask_blank=False)
+    torch.testing.assert_close(separated, want, rtol=1e-7, atol=1e-9)
+    assert not torch.allclose(separated, plain)
+
+
+class _SeparatedView:
+    """The model with blank-separated log-probs folded into ``ctc_logits`` (log_softmax is then a no-op)."""
+
+    blank, subsampling = 0, 2
+
+    def __init__(self, model):
+        self.model = model
+
+    def forward_encoder(self, x, lengths):
+        return self.model.forward_encoder(x, lengths)
+
+    def ctc_logits(self, h):
+        from fsalign.scores import blank_separated_log_probs
+
+        return blank_separated_log_probs(self.model.head(h), blank=0)
+
+
 def test_gradient_scores_needs_the_head_it_uses():
     class EncoderOnly(nn.Module):
         subsampling = 1
