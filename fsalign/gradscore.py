@@ -270,7 +270,7 @@ def gradient_scores(
         logger.warning("gradient_scores: utterances %s have positions of probability 0 "
                        "(too few encoder frames?); their G rows are -inf", bad)
     G = features.new_full((S, B, T_in), GRAD_PADDING)
-    step = 1 if not batched else (S if chunk_size is None else chunk_size)
+    step = 1 if not batched else max(1, S if chunk_size is None else chunk_size)
     starts = list(range(0, S, step))
     for k, s0 in enumerate(starts):
         s1 = min(s0 + step, S)
@@ -419,9 +419,9 @@ def grad_align(
     # columns of positions beyond S_b have no arc in utterance b's graph; Viterbi wants them finite
     unused = torch.arange(S + 1, device=G.device)[None, None, :] > counts.to(G.device)[:, None, None]
     scores = torch.where(unused, scores[:, :, :1], scores)
-    if S == 0:  # the topology needs a token column
-        scores = torch.cat([scores, scores.new_full(scores.shape[:2] + (1,), -math.inf)], dim=2)
-    positions, next_pos = [], 1
+    if S == 0:  # the topology needs a token column (no graph uses it)
+        scores = torch.cat([scores, scores[:, :, :1]], dim=2)
+    positions = []
     for words in transcripts:
         utt, next_pos = [], 1
         for w in words:

@@ -380,3 +380,12 @@ def test_plot_grad_scores_draws_log_softmax_over_time_and_spans():
     want = g - g.max(1, keepdims=True) - np.log(np.exp(g - g.max(1, keepdims=True)).sum(1, keepdims=True))
     np.testing.assert_allclose(ax.images[0].get_array(), want, rtol=1e-10)
     assert len(ax.patches) == S
+
+
+def test_all_empty_transcripts_give_empty_G_and_blank_alignments():
+    x, lengths, _ = _synthetic_batch(seed=3, batch_size=2, sigma=0.0)
+    G = gradient_scores(OracleFfnn().eval(), x, lengths, [[], []])
+    assert G.shape == (2, 0, x.shape[1])
+    for variant in ("grad", "gradext"):
+        alis = grad_align(G, lengths, [[], []], variant=variant)
+        assert all(torch.all(a.labels == 0) and a.num_frames == int(n) for a, n in zip(alis, lengths))
