@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--normed-grad", action="store_true", help="normalized gradient (eq. 11)")
     g.add_argument("--aed-scale", type=float, default=0.3, help="weight of the auxiliary AED loss")
     g.add_argument("--ctc-warmup-epochs", type=int, default=None,
-                   help="hmm only: CTC epochs before the HMM criterion (default: a third of --epochs)")
+                   help="hmm only: CTC epochs before the HMM criterion (default: epochs // 3)")
     g = parser.add_argument_group("optimizer")
     g.add_argument("--epochs", type=int, default=30)
     g.add_argument("--peak-lr", type=float, default=1e-3)
@@ -110,7 +110,9 @@ def criterion_scales(args: argparse.Namespace) -> Dict[str, Any]:
         raise ValueError("--prior-scale needs a --prior mode other than none")
     warmup = args.ctc_warmup_epochs
     if warmup is None:
-        warmup = math.ceil(args.epochs / 3) if hmm else 0
+        warmup = args.epochs // 3 if hmm else 0
+    if hmm and not 0 <= warmup < args.epochs:
+        raise ValueError(f"--ctc-warmup-epochs must be in [0, --epochs={args.epochs}) so that the HMM trains, got {warmup}")
     return {
         "posterior_scale": (0.7 if hmm else 1.0) if args.posterior_scale is None else args.posterior_scale,
         "transition_scale": (0.3 if hmm else 1.0) if args.transition_scale is None else args.transition_scale,

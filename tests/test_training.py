@@ -217,3 +217,14 @@ def test_resume_after_kill_gives_same_weights_as_uninterrupted(data_dir, tmp_pat
     assert json.loads((full / "eval.json").read_text())["loss"] == pytest.approx(
         json.loads((killed / "eval.json").read_text())["loss"], rel=1e-12
     )
+
+
+def test_hmm_defaults_and_warmup_must_leave_hmm_epochs(tmp_path):
+    scales = training.criterion_scales(_args(tmp_path, tmp_path, "--topology", "hmm", "--epochs", "30"))
+    assert (scales["posterior_scale"], scales["transition_scale"], scales["ctc_warmup_epochs"]) == (0.7, 0.3, 10)
+    ctc = training.criterion_scales(_args(tmp_path, tmp_path, "--topology", "ctc", "--epochs", "30"))
+    assert (ctc["posterior_scale"], ctc["transition_scale"], ctc["ctc_warmup_epochs"]) == (1.0, 1.0, 0)
+    with pytest.raises(ValueError, match="ctc-warmup-epochs"):
+        training.criterion_scales(_args(tmp_path, tmp_path, "--topology", "hmm", "--epochs", "3", "--ctc-warmup-epochs", "3"))
+    with pytest.raises(ValueError, match="prior"):
+        training.criterion_scales(_args(tmp_path, tmp_path, "--prior-scale", "0.3"))
