@@ -280,3 +280,18 @@ def test_table_smoke_json_structure(tmp_path):
     first = rows[0]["config"]
     assert (first["prior"], first["stop_grad"], first["prior_scale"], first["posterior_scale"]) == (
         "posterior_avg", True, 0.5, 0.5)
+
+
+def test_recipe_writes_json_and_markdown(tmp_path):
+    import runpy
+    from pathlib import Path
+
+    recipe = runpy.run_path(str(Path(__file__).resolve().parents[1] / "recipes" / "synthetic" / "run.py"))
+    out = tmp_path / "t13.json"
+    rc = recipe["main"](["--table", "13", "--seeds", "1", "--workers", "1", "--steps", "2", "--eval-size", "8",
+                         "--json", str(out), "--markdown", str(tmp_path / "t13.md")])
+    assert rc == 0
+    result = json.loads(out.read_text())
+    assert result["table"] == 13 and len(result["rows"]) == 6
+    assert all(row["config"]["steps"] == 2 for row in result["rows"])
+    assert "| 6 |" in (tmp_path / "t13.md").read_text()

@@ -62,9 +62,10 @@ def synth(model, hidden, layers, init, topology, alpha, beta, gamma, prior, stop
     """Train one synthetic configuration over seeds and print LER, Fw. CE, E p(ε|x), TSE."""
     from fsalign.errors import FsalignError
     from fsalign.synthetic.data import SyntheticConfig
-    from fsalign.synthetic.runner import METRICS, RunConfig
+    from fsalign.synthetic.runner import METRICS, RunConfig, use_fast_mkl_on_amd
     from fsalign.synthetic.tables import config_json, run_jobs, summarize
 
+    use_fast_mkl_on_amd()
     try:
         data = SyntheticConfig(
             words=tuple(w for w in words.split(",") if w), num_words=num_words, repetitions=repetitions,

@@ -35,9 +35,8 @@ Dimension symbols legend:
   D: feature dimension (= C)
   C: alignment labels (score-matrix columns), ε included
 """
-import math
-from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch

@@ -19,7 +19,7 @@ Dimension symbols legend:
   T: frames (padded)
   C: alignment labels (score-matrix columns)
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 

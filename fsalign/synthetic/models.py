@@ -21,7 +21,7 @@ Dimension symbols legend:
   C: alignment labels (score-matrix columns)
 """
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import torch
 from torch import nn

@@ -19,11 +19,11 @@ import contextlib
 import functools
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 
 from fsalign.errors import FsalignError
@@ -141,12 +141,17 @@ class RunConfig:
 
 @dataclass
 class RunResult:
-    """Metrics of one seed (see :mod:`fsalign.synthetic.evaluation`) and the run time in seconds."""
+    """Metrics of one seed (see :mod:`fsalign.synthetic.evaluation`) and its cost.
+
+    ``seconds`` (wall) and ``cpu_seconds`` (CPU time of the process) are the
+    seed group's divided by its number of seeds.
+    """
 
     seed: int
     metrics: Dict[str, float]
     seconds: float
     final_loss: float
+    cpu_seconds: float = math.nan
 
 
 def make_topology(cfg: RunConfig) -> Topology:
@@ -311,6 +316,27 @@ def evaluate(cfg: RunConfig, model: torch.nn.Module, batch: Optional[SyntheticBa
     return metrics, log_probs, alis
 
 
+def use_fast_mkl_on_amd() -> bool:
+    """Lets MKL use its AVX2 kernels on AMD CPUs (``MKL_DEBUG_CPU_TYPE=5``), unless set already.
+
+    PyTorch 1.13's wheels bundle MKL 2020.0, which runs a generic code path on
+    AMD processors: small GEMMs (the BLSTM's) are 2-3x slower there. The
+    variable only takes effect before MKL's first call in the process and is
+    inherited by worker processes started afterwards; call this first thing in
+    a script. Returns whether it set the variable.
+    """
+    if "MKL_DEBUG_CPU_TYPE" in os.environ:
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            amd = "AuthenticAMD" in f.read(4096)
+    except OSError:
+        return False
+    if amd:
+        os.environ["MKL_DEBUG_CPU_TYPE"] = "5"
+    return amd
+
+
 @contextlib.contextmanager
 def single_thread():
     """Runs the block with one intra-op CPU thread (restored afterwards).
@@ -331,12 +357,12 @@ def run_group(cfg: RunConfig, seeds: Sequence[int], device="cpu", plot_dir: Opti
               plot_name: str = "run", plot_utterances: int = 2) -> List[RunResult]:
     """Trains and evaluates the seeds of one configuration together (one member each), single-threaded.
 
-    ``RunResult.seconds`` is the group's wall time divided by the number of
-    seeds. With ``plot_dir``, the member of seed 0 (when in ``seeds``) writes
+    ``RunResult.seconds`` / ``cpu_seconds`` are the group's wall / CPU time
+    divided by the number of seeds. With ``plot_dir``, the member of seed 0 (when in ``seeds``) writes
     ``{plot_dir}/{plot_name}_utt{k}.png`` for the first ``plot_utterances``
     held-out utterances (see :func:`fsalign.synthetic.plots.plot_posteriors`).
     """
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     seeds = [int(s) for s in seeds]
     with single_thread():
         topology = make_topology(cfg)
@@ -356,7 +382,8 @@ def run_group(cfg: RunConfig, seeds: Sequence[int], device="cpu", plot_dir: Opti
                 title=f"{plot_name} (seed 0, held-out utterance {k}): circles true, crosses Viterbi",
             )
     seconds = (time.perf_counter() - start) / len(seeds)
-    return [RunResult(s, m, seconds, f) for s, m, f in zip(seeds, metrics, final)]
+    cpu_seconds = (time.process_time() - cpu_start) / len(seeds)
+    return [RunResult(s, m, seconds, f, cpu_seconds) for s, m, f in zip(seeds, metrics, final)]
 
 
 def run_one(cfg: RunConfig, seed: int, device="cpu") -> RunResult:
