@@ -12,6 +12,7 @@ A checkpoint is a dict saved with ``torch.save``:
   ``running_prior``, ``epoch`` (epochs completed), ``step``, ``best_dev_loss``, ``args``,
   ``stage``.
 """
+import inspect
 import os
 import random
 from pathlib import Path
@@ -25,7 +26,10 @@ from fsalign.models.conformer import ConformerConfig, ConformerModel
 from fsalign.tokenizers import Tokenizer
 from fsalign.topology import CtcTopology, HmmTopology, RelaxedTopology, Topology
 
-__all__ = ["LoadedCheckpoint", "save_checkpoint", "load_checkpoint", "make_topology", "rng_state", "set_rng_state"]
+__all__ = [
+    "LoadedCheckpoint", "save_checkpoint", "load_checkpoint", "read_checkpoint", "make_topology", "rng_state",
+    "set_rng_state",
+]
 
 Pathlike = Union[str, Path]
 TOPOLOGIES = ("ctc", "hmm", "relaxed")
@@ -50,6 +54,15 @@ def save_checkpoint(state: Mapping[str, Any], path: Pathlike) -> Path:
     torch.save(dict(state), tmp)
     os.replace(tmp, path)
     return path
+
+
+def read_checkpoint(path: Pathlike) -> Dict[str, Any]:
+    """The raw checkpoint dict, on CPU. It holds RNG states and plain Python objects, so it is
+    read with ``weights_only=False`` where torch has that switch (torch >= 2.6 defaults to True):
+    load only checkpoints you trust."""
+    if "weights_only" in inspect.signature(torch.load).parameters:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu")
 
 
 def rng_state() -> Dict[str, Any]:
@@ -102,7 +115,7 @@ def load_checkpoint(path: Pathlike, device: Union[str, torch.device] = "cpu") ->
     path = Path(path)
     if not path.is_file():
         raise FsalignError(f"checkpoint {path} does not exist")
-    state = torch.load(path, map_location="cpu")
+    state = read_checkpoint(path)
     missing = [k for k in ("model_config", "model", "tokenizer", "topology") if k not in state]
     if missing:
         raise FsalignError(f"{path} is not an fsalign training checkpoint: missing {missing}")

@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from fsalign.checkpoint import TOPOLOGIES, make_topology, rng_state, save_checkpoint, set_rng_state
+from fsalign.checkpoint import TOPOLOGIES, make_topology, read_checkpoint, rng_state, save_checkpoint, set_rng_state
 from fsalign.corpus import FRAME_SHIFT_S, make_dataloader
 from fsalign.evaluation import evaluate
 from fsalign.fullsum import full_sum_loss
@@ -243,7 +243,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     start_epoch, step, best = 0, 0, math.inf
     last_path, best_path = exp / "last.pt", exp / "best.pt"
     if args.resume and last_path.is_file():
-        state = torch.load(last_path, map_location="cpu")
+        state = read_checkpoint(last_path)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         crit.running.load_state_dict(state["running_prior"])
@@ -331,11 +331,11 @@ def _finish(model, loader, dev_loader, crit, args, device, last_path: Path, best
     for path in (last_path, best_path):
         if not path.is_file():
             continue
-        state = torch.load(path, map_location="cpu")
+        state = read_checkpoint(path)
         model.load_state_dict(state["model"])
         state["corpus_prior"] = _corpus_prior(model, loader, device)
         save_checkpoint(state, path)
-    final = torch.load(best_path if best_path.is_file() else last_path, map_location="cpu")
+    final = read_checkpoint(best_path if best_path.is_file() else last_path)
     model.load_state_dict(final["model"])
     topo, alpha, gamma, _ = crit.stage_setup(args.epochs - 1)
     metrics = evaluate(model, dev_loader, topo, alpha, gamma, device=device, tokenizer=tokenizer)
