@@ -64,7 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--normed-grad", action="store_true", help="normalized gradient (eq. 11)")
     g.add_argument("--aed-scale", type=float, default=0.3, help="weight of the auxiliary AED loss")
     g.add_argument("--ctc-warmup-epochs", type=int, default=None,
-                   help="hmm only: CTC epochs before the HMM criterion (default: epochs // 3)")
+                   help="hmm only: CTC epochs before the HMM criterion at least (default: epochs // 3)")
+    g.add_argument("--warmup-max-ler", type=float, default=0.5,
+                   help="hmm only: extend the CTC warm-up, one epoch at a time up to 2/3 of --epochs, "
+                        "while the dev greedy LER is above this")
     g = parser.add_argument_group("optimizer")
     g.add_argument("--epochs", type=int, default=30)
     g.add_argument("--peak-lr", type=float, default=1e-3)
@@ -118,6 +121,8 @@ def criterion_scales(args: argparse.Namespace) -> Dict[str, Any]:
         "transition_scale": (0.3 if hmm else 1.0) if args.transition_scale is None else args.transition_scale,
         "prior_scale": args.prior_scale, "prior": args.prior, "prior_grad": args.prior_grad,
         "ctc_warmup_epochs": warmup if hmm else 0,
+        "max_warmup_epochs": max(warmup, min(2 * args.epochs // 3, args.epochs - 1)) if hmm else 0,
+        "warmup_max_ler": args.warmup_max_ler,
     }
 
 
@@ -147,9 +152,18 @@ class _Criterion:
         self.warmup_topology = make_topology("ctc", num_labels)
         self.static_prior = static_prior
         self.running = RunningPrior(num_labels)
+        self.warmup_end = scales["ctc_warmup_epochs"]
+
+    def maybe_extend_warmup(self, epoch: int, dev_ler: Optional[float]) -> None:
+        """After warm-up epoch ``epoch``: one more CTC epoch if the dev LER is still too high."""
+        if (epoch + 1 == self.warmup_end < self.scales["max_warmup_epochs"]
+                and (dev_ler is None or dev_ler > self.scales["warmup_max_ler"])):
+            self.warmup_end += 1
+            logger.info("dev LER %s > %s: CTC warm-up extended to %d epochs", dev_ler,
+                        self.scales["warmup_max_ler"], self.warmup_end)
 
     def stage(self, epoch: int) -> str:
-        return "ctc-warmup" if epoch < self.scales["ctc_warmup_epochs"] else "main"
+        return "ctc-warmup" if epoch < self.warmup_end else "main"
 
     def stage_setup(self, epoch: int):
         """(topology, α, γ, β) of the stage ``epoch`` belongs to."""
@@ -247,6 +261,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         crit.running.load_state_dict(state["running_prior"])
+        crit.warmup_end = state["warmup_end"]
         start_epoch, step, best = state["epoch"], state["step"], state["best_dev_loss"]
         set_rng_state(state["rng"])
         logger.info("resumed from %s after epoch %d (step %d)", last_path, start_epoch, step)
@@ -273,7 +288,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     }  # fmt: skip
     metrics: Dict[str, Any] = {}
     for epoch in range(start_epoch, args.epochs):
-        if epoch == scales["ctc_warmup_epochs"] and epoch > 0:
+        if epoch == crit.warmup_end and epoch > 0:
             best = math.inf  # the dev loss changes meaning with the criterion
         loader.sampler.set_epoch(epoch)
         ddp_model.train()
@@ -304,17 +319,21 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
             for key, value in metrics.items():
                 if isinstance(value, (int, float)) and value is not None:
                     writer.add_scalar(f"dev/{key}", value, epoch + 1)
+            crit.maybe_extend_warmup(epoch, metrics["ler"])
             improved = metrics["loss"] < best
             best = min(best, metrics["loss"])
             state = {**meta, "model": model.state_dict(), "optimizer": opt.state_dict(),
                      "scheduler": {"kind": "oclr", "steps_per_epoch": steps_per_epoch},
                      "running_prior": crit.running.state_dict(), "epoch": epoch + 1, "step": step,
-                     "best_dev_loss": best, "stage": crit.stage(epoch), "dev": metrics, "rng": rng_state()}
+                     "best_dev_loss": best, "stage": crit.stage(epoch), "dev": metrics, "rng": rng_state(),
+                     "warmup_end": crit.warmup_end}
             save_checkpoint(state, last_path)
             if improved:
                 save_checkpoint(state, best_path)
         if world > 1:
-            dist.barrier()
+            shared = [crit.warmup_end]
+            dist.broadcast_object_list(shared, src=0)  # rank 0 decides the stage
+            crit.warmup_end = shared[0]
     if rank == 0 and last_path.is_file():
         prior_loader = make_dataloader(train_cuts, tokenizer, args.max_duration, rank=0, world_size=1)
         metrics = _finish(model, prior_loader, dev_loader, crit, args, device, last_path, best_path, tokenizer)

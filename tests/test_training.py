@@ -228,3 +228,17 @@ def test_hmm_defaults_and_warmup_must_leave_hmm_epochs(tmp_path):
         training.criterion_scales(_args(tmp_path, tmp_path, "--topology", "hmm", "--epochs", "3", "--ctc-warmup-epochs", "3"))
     with pytest.raises(ValueError, match="prior"):
         training.criterion_scales(_args(tmp_path, tmp_path, "--prior-scale", "0.3"))
+
+
+def test_ctc_warmup_extends_while_dev_ler_is_high_up_to_two_thirds(tmp_path):
+    args = _args(tmp_path, tmp_path, "--topology", "hmm", "--epochs", "9")
+    crit = training._Criterion(args, 5, training.criterion_scales(args), None)
+    assert crit.warmup_end == 3 and crit.stage(2) == "ctc-warmup" and crit.stage(3) == "main"
+    crit.maybe_extend_warmup(1, 0.9)  # not the last warm-up epoch: no change
+    assert crit.warmup_end == 3
+    for epoch in (2, 3, 4, 5, 6):
+        crit.maybe_extend_warmup(epoch, 0.9)
+    assert crit.warmup_end == 6  # capped at 2/3 of the epochs
+    crit = training._Criterion(args, 5, training.criterion_scales(args), None)
+    crit.maybe_extend_warmup(2, 0.3)  # LER low enough: HMM from epoch 3
+    assert crit.warmup_end == 3 and crit.stage_setup(3)[0] is crit.topology
