@@ -59,7 +59,8 @@ def evaluate(
 
     Returns:
       dict: ``loss`` (full-sum NLL per frame), ``ler`` (greedy, collapsed, blank/silence
-      removed, over tokens), ``wer`` (SentencePiece units only, else None), ``tse_boundary_ms``, ``tse_centre_ms`` (None without
+      removed, over tokens), ``wer`` (SentencePiece units only, else None),
+      ``tse_boundary_ms``, ``tse_centre_ms`` (None without
       reference word times), ``silence_ratio``, ``token_duration_ms``, ``utterances``,
       ``aligned_words``, ``infeasible`` (utterances too short for their transcript) and
       ``unscored`` (utterances whose reference word count differs from the transcript).

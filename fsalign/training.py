@@ -115,7 +115,9 @@ def criterion_scales(args: argparse.Namespace) -> Dict[str, Any]:
     if warmup is None:
         warmup = args.epochs // 3 if hmm else 0
     if hmm and not 0 <= warmup < args.epochs:
-        raise ValueError(f"--ctc-warmup-epochs must be in [0, --epochs={args.epochs}) so that the HMM trains, got {warmup}")
+        raise ValueError(
+            f"--ctc-warmup-epochs must be in [0, --epochs={args.epochs}) so that the HMM trains, got {warmup}"
+        )
     return {
         "posterior_scale": (0.7 if hmm else 1.0) if args.posterior_scale is None else args.posterior_scale,
         "transition_scale": (0.3 if hmm else 1.0) if args.transition_scale is None else args.transition_scale,

@@ -225,7 +225,9 @@ def test_hmm_defaults_and_warmup_must_leave_hmm_epochs(tmp_path):
     ctc = training.criterion_scales(_args(tmp_path, tmp_path, "--topology", "ctc", "--epochs", "30"))
     assert (ctc["posterior_scale"], ctc["transition_scale"], ctc["ctc_warmup_epochs"]) == (1.0, 1.0, 0)
     with pytest.raises(ValueError, match="ctc-warmup-epochs"):
-        training.criterion_scales(_args(tmp_path, tmp_path, "--topology", "hmm", "--epochs", "3", "--ctc-warmup-epochs", "3"))
+        training.criterion_scales(
+            _args(tmp_path, tmp_path, "--topology", "hmm", "--epochs", "3", "--ctc-warmup-epochs", "3")
+        )
     with pytest.raises(ValueError, match="prior"):
         training.criterion_scales(_args(tmp_path, tmp_path, "--prior-scale", "0.3"))
 

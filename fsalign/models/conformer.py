@@ -231,7 +231,9 @@ class ConformerModel(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward_encoder(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward_encoder(
+        self, features: torch.Tensor, feature_lengths: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Encoder output.
 
         Args:
@@ -267,7 +269,11 @@ class ConformerModel(nn.Module):
         return logits.log_softmax(dim=-1)
 
     def aed_log_probs(
-        self, encoder_out: torch.Tensor, encoder_lengths: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor
+        self,
+        encoder_out: torch.Tensor,
+        encoder_lengths: torch.Tensor,
+        targets: torch.Tensor,
+        target_lengths: torch.Tensor,
     ) -> torch.Tensor:
         """Teacher-forced decoder log-probabilities (B, S+1, C); see :class:`fsalign.models.aed.AedDecoder`."""
         if self.decoder is None:
