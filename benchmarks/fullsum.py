@@ -41,38 +41,62 @@ def make_batch(B, T, S, C, seed=0):
     return logits, lengths, transcripts
 
 
-def torch_forward(scores, lengths, fsa):
-    """Plain vectorised PyTorch forward algorithm over the graph arcs (log semiring).
+def linear_tables(fsa, B):
+    """Per-utterance (B, N) tables of a graph whose moves go 0, 1 or 2 states ahead.
 
-    One loop over frames; every step handles the arcs of all utterances at once
-    (scatter-logsumexp into destination states). Backward by autograd.
+    The built-in graphs are such chains (state j + 1 of the graph = expanded
+    state j); returns the emitted column, the initial and final scores, and the
+    score of entering each state by a loop, from the previous and from the one
+    before (-inf where there is no such arc).
     """
     shape = fsa.arcs.shape()
-    state_offsets = shape.row_splits(1).long()
-    arc_src = shape.row_ids(2).long()  # global source state of every arc
-    arc_utt = shape.row_ids(1).long()[arc_src]
-    values = fsa.arcs.values()
-    dst = values[:, 1].long() + state_offsets[arc_utt]
-    lab = values[:, 2].long()
-    emit = lab >= 0
-    src_e, dst_e, lab_e, utt_e, sc_e = arc_src[emit], dst[emit], lab[emit], arc_utt[emit], fsa.scores[emit]
-    n = int(state_offsets[-1])
-    state_utt = shape.row_ids(1).long()
-    alpha = torch.full((n,), float("-inf"))
-    alpha[state_offsets[:-1]] = 0.0
-    lengths = lengths.long()
-    for t in range(int(lengths.max())):
-        cand = alpha[src_e] + sc_e + scores[utt_e, t, lab_e]
-        m = torch.full((n,), float("-inf")).scatter_reduce(0, dst_e, cand, "amax", include_self=True)
-        m_safe = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-        acc = torch.zeros(n).index_add(0, dst_e, torch.exp(cand - m_safe[dst_e]))
-        new = torch.where(acc > 0, m_safe + torch.log(acc), torch.full_like(m, float("-inf")))
-        alpha = torch.where(t < lengths[state_utt], new, alpha)
-    fin = ~emit
-    final = alpha[arc_src[fin]] + fsa.scores[fin]
-    B = len(lengths)
-    mx = torch.full((B,), float("-inf")).scatter_reduce(0, arc_utt[fin], final, "amax", include_self=True)
-    return mx + torch.log(torch.zeros(B).index_add(0, arc_utt[fin], torch.exp(final - mx[arc_utt[fin]])))
+    arc_src_global = shape.row_ids(2).long()
+    arc_utt = shape.row_ids(1).long()[arc_src_global]
+    v = fsa.arcs.values().long()
+    src, dst, lab, sc = v[:, 0], v[:, 1], v[:, 2], fsa.scores
+    N = int(shape.row_splits(1).diff().max()) - 2
+    ninf = float("-inf")
+    label = torch.zeros(B, N, dtype=torch.long)
+    init, final = torch.full((B, N), ninf), torch.full((B, N), ninf)
+    w = torch.full((3, B, N), ninf)
+    e = lab >= 0
+    label[arc_utt[e], dst[e] - 1] = lab[e]
+    start = e & (src == 0)
+    init[arc_utt[start], dst[start] - 1] = sc[start]
+    mid = e & (src > 0)
+    step = dst[mid] - src[mid]
+    if not bool(((step >= 0) & (step <= 2)).all()):
+        raise ValueError("not a chain graph")
+    w[step, arc_utt[mid], dst[mid] - 1] = sc[mid]
+    final[arc_utt[~e], src[~e] - 1] = sc[~e]
+    return label, init, final, w
+
+
+def torch_forward(scores, lengths, fsa):
+    """Plain vectorised PyTorch forward algorithm over the same graph (log semiring).
+
+    alpha is (B, N); each frame combines stay / +1 / +2 moves with two shifts and
+    a logsumexp, the textbook CTC recursion generalised to the graph's scores.
+    Backward by autograd.
+    """
+    B = scores.shape[0]
+    label, init, final, w = linear_tables(fsa, B)
+    emit = scores.gather(2, label[:, None, :].expand(B, scores.shape[1], label.shape[1]))  # (B, T, N)
+    ninf = torch.full((B, 1), float("-inf"))
+    emit = emit.unbind(1)  # emit[:, t] in the loop would make the backward O(T^2)
+    alpha = init + emit[0]
+    for t in range(1, int(lengths.max())):
+        prev1 = torch.cat([ninf, alpha[:, :-1]], 1)
+        prev2 = torch.cat([ninf, ninf, alpha[:, :-2]], 1)
+        a, b, c = alpha + w[0], prev1 + w[1], prev2 + w[2]
+        m = torch.maximum(torch.maximum(a, b), c).detach()
+        m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))  # torch.logsumexp is slow on CPU
+        total = torch.exp(a - m) + torch.exp(b - m) + torch.exp(c - m)
+        reached = total > 0  # log(0) would give NaN gradients through the unreached states
+        new = torch.where(reached, m + torch.log(torch.where(reached, total, torch.ones_like(total))),
+                          torch.full_like(total, float("-inf"))) + emit[t]
+        alpha = torch.where((t < lengths)[:, None], new, alpha)
+    return torch.logsumexp(alpha + final, 1)  # once per batch
 
 
 def conformer_step_ms(B, T_out, repeats):

@@ -41,13 +41,17 @@ def demo_engine() -> None:
 
 
 def demo_synthetic() -> None:
-    try:
-        from fsalign.synthetic.runner import demo_run
-    except ImportError:  # the laboratory is optional in a partial install
-        log.warning("fsalign.synthetic not available; skipping the synthetic demo")
-        return
-    print("\n== synthetic laboratory (Table 10, posterior-average prior with stop-gradient)")
-    demo_run()
+    from fsalign.synthetic.runner import run_group
+    from fsalign.synthetic.tables import table_rows
+
+    print("\n== synthetic laboratory: Table 10 (FFNN, HMM topology), 2 seeds")
+    t0 = time.time()
+    for row in table_rows(10)[:1] + table_rows(10)[-1:]:
+        results = run_group(row.config, [0, 1])
+        metrics = {k: round(sum(r.metrics[k] for r in results) / len(results), 2) for k in results[0].metrics}
+        paper = {k: v[0] for k, v in row.paper.items() if v is not None}
+        print(f"  {row.label}: ours {metrics}  paper {paper}")
+    print(f"  ({time.time() - t0:.1f} s; all tables: python recipes/synthetic/run.py --table N)")
 
 
 def demo_corpus(out: Path) -> None:
