@@ -13,7 +13,7 @@ measured, for a batch of B=10 sequences of T=1000 frames and C=10000 labels:
 Both heads run in the same process on the same inputs; the script prints and
 optionally writes a markdown table with median times and speedups.
 
-Usage: python benchmarks/blank_sep.py [--threads 2] [--repeats 5] [--output docs/bench_blank_sep.md]
+Usage: python benchmarks/blank_sep.py [--threads 2] [--repeats 5] [--output FILE.md]
 """
 import argparse
 import logging

@@ -48,6 +48,9 @@ _LAZY = {
     "SoftmaxHead": "fsalign.models.heads",
     "BlankSeparatedHead": "fsalign.models.heads",
     "plot_grad_scores": "fsalign.plot",
+    "ConformerModel": "fsalign.models.conformer",
+    "ConformerConfig": "fsalign.models.conformer",
+    "load_checkpoint": "fsalign.checkpoint",
 }
 
 
