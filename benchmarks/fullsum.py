@@ -10,23 +10,16 @@ a small Conformer encoder (the end-to-end goal: compile + loss <= 5 %).
 Usage: python benchmarks/fullsum.py [--repeats 5] [--quick]
 """
 import argparse
-import statistics
-import time
-
 import torch
 
 import fsalign
-from fsalign.lattice import FULL_SUM_BEAM, dense_scores, intersect
+from fsalign.lattice import FULL_SUM_BEAM, intersect
+from timing import median_seconds
 
 
 def timeit(fn, repeats):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1000.0
+    """Median milliseconds."""
+    return median_seconds(fn, repeats) * 1000.0
 
 
 def make_batch(B, T, S, C, seed=0):

@@ -24,6 +24,7 @@ from torch import nn
 
 import fsalign
 from fsalign.gradscore import grad_align, gradient_scores
+from timing import median_seconds
 
 
 class ConformerCtc(nn.Module):
@@ -56,13 +57,7 @@ class ConformerCtc(nn.Module):
 
 
 def timeit(fn, repeats):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return median_seconds(fn, repeats)
 
 
 def make_batch(B, frames, S, C, seed=0):
