@@ -19,8 +19,8 @@ from fsalign.metrics import (
     ErrorStats,
     TimeStampError,
     average_token_duration,
-    collapse_ctc,
     error_rate,
+    greedy_decode,
     silence_ratio,
     time_stamp_error,
     word_error_rate,
@@ -90,9 +90,8 @@ def evaluate(
         loss_sum += float(nll[finite].sum())
         loss_frames += int(lengths[finite].sum())
         utterances += len(batch)
-        greedy = log_probs.argmax(dim=-1).cpu()
         refs = [[t for w in words for t in w] for words in batch.transcripts]
-        hyps = [collapse_ctc(greedy[b, : int(lengths[b])].tolist(), blank=blank) for b in range(len(batch))]
+        hyps = greedy_decode(log_probs, lengths, blank=blank)
         ler = ler + error_rate(refs, hyps)
         if word_starts is not None:
             ref_texts = [tokenizer.decode(words) for words in batch.transcripts]

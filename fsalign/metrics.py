@@ -32,6 +32,7 @@ __all__ = [
     "error_rate",
     "word_error_rate",
     "collapse_ctc",
+    "greedy_decode",
     "time_stamp_error",
     "silence_ratio",
     "average_token_duration",
@@ -194,6 +195,21 @@ def collapse_ctc(labels: Sequence[int], blank: int = 0) -> List[int]:
             out.append(label)
         previous = label
     return out
+
+
+def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int = 0) -> List[List[int]]:
+    """Best-path decoding: per-frame argmax over valid frames, then :func:`collapse_ctc`.
+
+    Args:
+      log_probs: Tensor of shape (B, T, C) (any monotone scores work).
+      lengths: Tensor of shape (B,).
+      blank: the blank/silence column to drop.
+
+    Returns:
+      B label sequences.
+    """
+    best = log_probs.argmax(dim=-1).cpu()
+    return [collapse_ctc(best[b, :n].tolist(), blank=blank) for b, n in enumerate(lengths.tolist())]
 
 
 def _bounds(span: Span) -> Tuple[float, float]:

@@ -103,3 +103,12 @@ def test_average_token_duration_hand_checked():
     assert (duration.total, duration.count) == (6.0, 3)
     assert duration.value == pytest.approx(2.0)
     assert math.isnan(Average(0.0, 0).value)
+
+
+def test_greedy_decode_ignores_padding_merges_repeats_and_drops_blank():
+    from fsalign.metrics import greedy_decode
+
+    path = torch.tensor([[0, 3, 3, 0, 3, 2, 2, 1], [1, 1, 0, 2, 5, 5, 5, 5]])
+    log_probs = torch.nn.functional.one_hot(path, 6).float().log()
+    assert greedy_decode(log_probs, torch.tensor([8, 4])) == [[3, 3, 2, 1], [1, 2]]
+    assert greedy_decode(log_probs, torch.tensor([8, 4]), blank=3) == [[0, 0, 2, 1], [1, 0, 2]]

@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from fsalign.alignment import Alignment
-from fsalign.metrics import blank_posterior, collapse_ctc, error_rate, framewise_ce, time_stamp_error
+from fsalign.metrics import blank_posterior, error_rate, framewise_ce, greedy_decode, time_stamp_error
 from fsalign.synthetic.data import EPSILON, SyntheticBatch
 from fsalign.topology import Topology
 from fsalign.viterbi import viterbi_align
@@ -33,17 +33,8 @@ __all__ = ["greedy_labels", "evaluate_log_probs"]
 
 
 def greedy_labels(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int = EPSILON) -> List[List[int]]:
-    """Best-path decoding: argmax per frame, merge repeats, drop ``blank``.
-
-    Args:
-      log_probs: Tensor of shape (B, T, C).
-      lengths: Tensor of shape (B,).
-
-    Returns:
-      B label sequences.
-    """
-    best = log_probs.argmax(dim=-1).cpu()
-    return [collapse_ctc(best[b, :n].tolist(), blank=blank) for b, n in enumerate(lengths.tolist())]
+    """Best-path decoding with ε as blank: :func:`fsalign.metrics.greedy_decode`."""
+    return greedy_decode(log_probs, lengths, blank=blank)
 
 
 def evaluate_log_probs(
