@@ -9,7 +9,10 @@ import click
 class _LazyGroup(click.Group):
     """Imports a command's module only when that command runs (or lists its help)."""
 
-    _commands = {"synth": ("fsalign.synthetic.cli", "synth")}
+    _commands = {
+        "synth": ("fsalign.synthetic.cli", "synth"),
+        "tse": ("fsalign.eval_cli", "tse"),
+    }
 
     def list_commands(self, ctx):
         return sorted(self._commands)
