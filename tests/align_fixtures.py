@@ -1,0 +1,170 @@
+"""Tiny checkpoints and cut manifests for the alignment tests (``fsalign align``, ``tse``, ``plot``).
+
+* :func:`make_tiny_cuts`: a lhotse cut manifest of the first ``n`` utterances of a shipped
+  part (``data/LibriSpeech``), audio read from the repository, reference word times from
+  ``data/alignments/<part>.words.ctm`` on the supervisions (``alignment["word"]``, as
+  ``prepare_librispeech`` stores them), optionally with precomputed features.
+* :func:`make_tiny_checkpoint`: a tiny :class:`~fsalign.models.conformer.ConformerModel`
+  with a character tokenizer, untrained or trained a few steps on those cuts, saved with
+  every key :mod:`fsalign.training` writes (so :func:`fsalign.checkpoint.load_checkpoint`
+  reads it as it reads a recipe's ``EXP/best.pt``), corpus prior included.
+
+Both take well under 5 s on one CPU core.
+"""
+import argparse
+import math
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
+from lhotse.supervision import AlignmentItem
+
+from fsalign.checkpoint import make_topology, rng_state, save_checkpoint
+from fsalign.corpus import FRAME_SHIFT_S, default_extractor, make_dataloader
+from fsalign.fullsum import full_sum_loss
+from fsalign.models.conformer import ConformerConfig, ConformerModel
+from fsalign.scores import CorpusPrior
+from fsalign.tokenizers import CharTokenizer
+from fsalign.training import criterion_scales, topology_params
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO / "data" / "LibriSpeech"
+ALIGNMENTS = REPO / "data" / "alignments"
+
+Pathlike = Union[str, Path]
+
+
+def shipped_utterances(part: str = "dev-clean-2"):
+    """(utterance id, transcript, flac path) of a shipped part, in file order (chapters sorted)."""
+    out = []
+    for trans in sorted((CORPUS / part).glob("*/*/*.trans.txt")):
+        for line in trans.read_text().splitlines():
+            utt, text = line.split(" ", 1)
+            out.append((utt, text, trans.parent / f"{utt}.flac"))
+    return out
+
+
+def _reference_words(part: str):
+    words = {}
+    for line in (ALIGNMENTS / f"{part}.words.ctm").read_text().splitlines():
+        utt, _, start, duration, word = line.split()[:5]
+        words.setdefault(utt, []).append(AlignmentItem(word, float(start), float(duration)))
+    return words
+
+
+def make_cut(utt_id: str, text: str, audio: Pathlike, words=None) -> MonoCut:
+    """A whole-recording cut of ``audio`` with one supervision carrying ``text`` (and ``words``)."""
+    rec = Recording.from_file(audio, recording_id=utt_id)
+    sup = SupervisionSegment(
+        id=utt_id, recording_id=utt_id, start=0.0, duration=rec.duration, channel=0, text=text,
+        speaker=utt_id.split("-")[0], alignment={"word": words} if words else None,
+    )  # fmt: skip
+    return MonoCut(id=utt_id, start=0.0, duration=rec.duration, channel=0, recording=rec, supervisions=[sup])
+
+
+def make_tiny_cuts(tmp_path: Pathlike, n: int = 4, part: str = "dev-clean-2", features: bool = False,
+                   name: str = "cuts.jsonl.gz") -> Path:
+    """Writes ``tmp_path/name``: cuts of the first ``n`` utterances of a shipped part.
+
+    Args:
+      tmp_path: folder for the manifest (and the features, if any).
+      n: number of utterances (at most 64 for dev-clean-2).
+      part: ``dev-clean-2`` or ``train-clean-5``.
+      features: store 80-dim fbank features (lhotse ``LilcomChunkyWriter``) on the cuts.
+      name: file name of the manifest.
+
+    Returns:
+      The manifest path. Cut ids are the LibriSpeech utterance ids; recordings point to the
+      repository's FLAC files; supervisions carry the reference word times.
+    """
+    tmp_path = Path(tmp_path)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    refs = _reference_words(part)
+    utts = shipped_utterances(part)[:n]
+    if len(utts) < n:
+        raise ValueError(f"{part} has only {len(utts)} utterances, asked for {n}")
+    cuts = CutSet.from_cuts(make_cut(utt, text, flac, refs.get(utt)) for utt, text, flac in utts)
+    if features:
+        cuts = cuts.compute_and_store_features(default_extractor(), tmp_path / f"{Path(name).stem}_feats",
+                                               num_jobs=1)
+    path = tmp_path / name
+    cuts.to_file(path)
+    return path
+
+
+def make_tiny_checkpoint(tmp_path: Pathlike, topology: str = "ctc", train_steps: int = 0, seed: int = 0,
+                         cuts: Optional[Pathlike] = None, name: str = "tiny.pt") -> Path:
+    """Writes ``tmp_path/name``: a tiny Conformer checkpoint as :func:`fsalign.training.train` saves it.
+
+    Args:
+      tmp_path: folder for the checkpoint.
+      topology: "ctc", "hmm" or "relaxed" (stored as the training topology, default loops).
+      train_steps: full-sum training steps (AdamW, lr 3e-3) on ``cuts`` before saving;
+        0 keeps the random initialisation (enough for throughput and format tests).
+      seed: torch seed of the initialisation.
+      cuts: the cuts for training and the corpus prior (default: 4 of dev-clean-2,
+        written under ``tmp_path``).
+      name: file name of the checkpoint.
+
+    Returns:
+      The checkpoint path. Tokenizer: characters A-Z and apostrophe (28 columns, blank 0);
+      model: preset "tiny" (subsampling 4, no SpecAugment, no dropout), 10 ms features.
+    """
+    tmp_path = Path(tmp_path)
+    if cuts is None:
+        cuts = make_tiny_cuts(tmp_path, 4, name="tiny_checkpoint_cuts.jsonl.gz")
+    tokenizer = CharTokenizer()
+    args = argparse.Namespace(
+        topology=topology, preset="tiny", subsampling=4, dropout=0.0, blank_sep=False, aed_layers=0,
+        no_spec_augment=True, posterior_scale=None, prior_scale=0.0, prior="none", prior_grad=False,
+        transition_scale=None, label_loop=None, silence_loop=None, normed_grad=False, aed_scale=0.3,
+        ctc_warmup_epochs=0, warmup_max_ler=0.5, epochs=1, peak_lr=3e-3, final_lr=1e-6, weight_decay=1e-2,
+        grad_clip=5.0, max_duration=30.0, num_workers=0, seed=seed, resume=False, device="cpu",
+        no_progress=True, unit="char", data_dir=None, train_part=None, dev_part=None, exp_dir=str(tmp_path),
+    )  # fmt: skip
+    scales = criterion_scales(args)
+    torch.manual_seed(seed)
+    config = ConformerConfig.from_preset("tiny", tokenizer.num_labels, subsampling=4, dropout=0.0,
+                                         spec_augment=False)
+    model = ConformerModel(config)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.peak_lr, weight_decay=args.weight_decay)
+    loader = make_dataloader(cuts, tokenizer, max_duration=args.max_duration, rank=0, world_size=1)
+    topo = make_topology(topology, tokenizer.num_labels, **topology_params(args))
+    batches = list(loader)
+    step = 0
+    model.train()
+    while batches and step < train_steps:
+        for batch in batches:
+            if step >= train_steps:
+                break
+            h, lengths = model.forward_encoder(batch.features, batch.feature_lengths)
+            log_probs = model.ctc_log_probs(model.ctc_logits(h))
+            nll = full_sum_loss(log_probs, lengths, topo.compile(batch.transcripts),
+                                posterior_scale=scales["posterior_scale"],
+                                transition_scale=scales["transition_scale"])
+            loss = nll[torch.isfinite(nll)].sum() / lengths.sum()
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+            opt.step()
+            step += 1
+    model.eval()
+    prior = CorpusPrior(tokenizer.num_labels)
+    with torch.no_grad():
+        for batch in batches:
+            h, lengths = model.forward_encoder(batch.features, batch.feature_lengths)
+            prior.accumulate(model.ctc_log_probs(model.ctc_logits(h)), lengths)
+    state = {
+        "model_config": config.to_dict(), "tokenizer": tokenizer.to_dict(),
+        "topology": {"kind": topology, "params": topology_params(args)},
+        "criterion": scales, "frame_shift_s": FRAME_SHIFT_S, "subsampling": config.subsampling,
+        "args": vars(args), "corpus_prior": prior.log_prior.cpu(),
+        "model": model.state_dict(), "optimizer": opt.state_dict(),
+        "scheduler": {"kind": "oclr", "steps_per_epoch": max(1, len(batches))},
+        "running_prior": {"log_probs_avg": torch.full((tokenizer.num_labels,), -math.log(tokenizer.num_labels)),
+                          "num_updates": torch.zeros((), dtype=torch.long)},
+        "epoch": 1, "step": step, "best_dev_loss": math.inf, "stage": topology, "dev": {}, "rng": rng_state(),
+        "warmup_end": 0,
+    }  # fmt: skip
+    return save_checkpoint(state, tmp_path / name)
