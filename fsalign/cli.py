@@ -12,6 +12,7 @@ class _LazyGroup(click.Group):
     _commands = {
         "synth": ("fsalign.synthetic.cli", "synth"),
         "tse": ("fsalign.eval_cli", "tse"),
+        "plot": ("fsalign.eval_cli", "plot"),
     }
 
     def list_commands(self, ctx):

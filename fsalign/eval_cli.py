@@ -17,7 +17,7 @@ from typing import Dict, List, Mapping, Optional
 
 import click
 
-__all__ = ["AlignmentComparison", "SideStats", "compare_alignments", "tse"]
+__all__ = ["AlignmentComparison", "SideStats", "compare_alignments", "tse", "plot"]
 
 logger = logging.getLogger(__name__)
 
@@ -210,3 +210,96 @@ def tse(ref_path: Path, hyp_path: Path, json_path: Optional[Path]):
         raise click.ClickException(
             f"no utterance could be compared: {len(ref)} in REF, {len(hyp)} in HYP, "
             f"{len(set(ref) & set(hyp))} common ids, {len(result.skipped)} with different words")
+
+
+def _find_cut(cuts_path: Path, cut_id: str):
+    from lhotse import CutSet
+
+    try:
+        cuts = CutSet.from_file(cuts_path)
+        for cut in cuts:
+            if cut.id == cut_id:
+                return cut
+    except Exception as e:
+        raise click.ClickException(f"{cuts_path}: not a readable lhotse cut manifest: {e}") from None
+    raise click.ClickException(f"cut {cut_id} is not in {cuts_path}")
+
+
+@click.command("plot")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="training checkpoint (EXP/best.pt) (required; no default)")
+@click.option("--cuts", "cuts_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="lhotse cut manifest (.jsonl.gz), with or without precomputed features (required; no default)")
+@click.option("--cut-id", required=True, help="id of the cut to draw (required; no default)")
+@click.option("--scores", "kind", type=click.Choice(["posterior", "grad", "gradext"]), default="posterior",
+              show_default=True,
+              help="score matrix: the model's posteriors (Viterbi under --topology), or the gradient "
+                   "scores G aligned with GradScore (grad) or GradScoreExt (gradext)")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="image file; the format follows the suffix (.png, .pdf, .svg) (required; no default)")
+@click.option("--ref", "ref_path", type=_ALIGNMENT_PATH, default=None,
+              help="reference word times to draw (a .ctm, TextGrid folder, LibriSpeech alignments or cuts "
+                   "with alignments) (default: none)")
+@click.option("--topology", type=click.Choice(["ctc", "hmm", "relaxed"]), default=None,
+              help="topology of the posterior alignment (default: the one the model was trained with, "
+                   "with its training posterior/transition scales; another topology is used with scales 1)")
+@click.option("--prior-scale", type=float, default=0.0, show_default=True,
+              help="β: subtract β times the checkpoint's corpus log prior (posterior scores)")
+@click.option("--blank-penalty", type=float, default=0.0, show_default=True,
+              help="k added to the blank/silence logit before renormalising (posterior scores, Table 14)")
+@click.option("--p", "p_norm", type=float, default=0.1, show_default=True, help="p of the p-norm in G (eq. 22)")
+@click.option("--device", default="cpu", show_default=True, help="torch device")
+def plot(checkpoint, cuts_path, cut_id, kind, output, ref_path, topology, prior_scale, blank_penalty, p_norm,
+         device):
+    """Draw one cut's features, score matrix and alignment (paper Figures 1, 5, 6).
+
+    The top panel shows the features with the alignment's word boundaries (red) and, with
+    --ref, the reference's (dashed cyan); the bottom panel the score matrix (log posteriors
+    of blank and each transcript position, or log softmax over time of G) with the aligned
+    token spans outlined.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fsalign.checkpoint import load_checkpoint, make_topology
+    from fsalign.corpus import CutDataset, cut_text
+    from fsalign.errors import FsalignError
+    from fsalign.formats import read_alignments
+    from fsalign.plot import plot_cut_alignment, score_cut
+
+    try:
+        loaded = load_checkpoint(checkpoint, device=device)
+        cut = _find_cut(cuts_path, cut_id)
+        ref_words = None
+        if ref_path is not None:
+            ref = read_alignments(ref_path)
+            if cut_id not in ref:
+                raise FsalignError(f"cut {cut_id} has no reference in {ref_path}")
+            ref_words = [(s.label, s.start, s.end) for s in ref[cut_id]]
+        text = cut_text(cut)
+        if not text:
+            raise FsalignError(f"cut {cut_id}: empty transcript, nothing to align")
+        dataset = CutDataset(loaded.tokenizer)
+        features = dataset.features(cut)
+        topo = None
+        if topology is not None and topology != loaded.metadata.get("topology", {}).get("kind"):
+            topo = make_topology(topology, loaded.tokenizer.num_labels)
+        scores = score_cut(loaded, features, text, kind, topology=topo, prior_scale=prior_scale,
+                           blank_penalty=blank_penalty, p=p_norm, frame_shift_s=dataset.extractor.frame_shift,
+                           device=device, utt_id=cut_id)
+    except FsalignError as e:
+        raise click.ClickException(str(e)) from None
+    fig = plot_cut_alignment(features, scores, token_names=loaded.tokenizer.token_names, ref_words=ref_words,
+                             frame_shift_s=dataset.extractor.frame_shift, blank=loaded.model.blank, title=cut_id)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp")
+    try:
+        fig.savefig(tmp, dpi=120, format=output.suffix.lstrip(".").lower() or "png")
+    except ValueError as e:
+        raise click.ClickException(f"{output}: cannot write this image format: {e}") from None
+    finally:
+        plt.close(fig)
+    tmp.replace(output)
+    click.echo(f"wrote {output}: {len(scores.alignment.words)} words, {kind} scores")

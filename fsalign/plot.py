@@ -1,16 +1,31 @@
-"""Plots: the gradient-score matrix of section 5 (paper Figure 1).
+"""Plots: features, score matrices and alignments of one utterance (paper Figures 1, 5, 6).
+
+* :func:`plot_grad_scores` - the gradient-score matrix ``G`` of section 5 (Figure 1);
+* :func:`plot_posteriors` - log posteriors of blank and every transcript position;
+* :func:`plot_features` - log-mel features;
+* :func:`plot_cut_alignment` - all of it for one cut, with word boundaries of the
+  alignment and, optionally, of a reference (what ``fsalign plot`` draws);
+* :func:`score_cut` - the score matrix and alignment of one cut from a loaded checkpoint.
 
 Dimension symbols legend:
   S: transcript positions (padded)
   T': input feature frames (padded)
+  T: frames of the posterior score matrix (T' / subsampling)
+  C: score-matrix columns (blank included)
+  F: feature dimension
 """
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
 from fsalign.alignment import Alignment
 
-__all__ = ["plot_grad_scores"]
+__all__ = ["plot_grad_scores", "plot_posteriors", "plot_features", "draw_word_boundaries", "plot_cut_alignment",
+           "CutScores", "score_cut", "SCORE_KINDS"]
+
+SCORE_KINDS = ("posterior", "grad", "gradext")
+WordTimes = Sequence[Tuple[str, float, float]]  # (word, start s, end s)
 
 
 def plot_grad_scores(
@@ -70,3 +85,297 @@ def plot_grad_scores(
     if title:
         ax.set_title(title)
     return ax
+
+
+def _frames_axis(ax, frame_shift_s: Optional[float], what: str = "frame") -> float:
+    ax.set_xlabel("time [s]" if frame_shift_s is not None else what)
+    return frame_shift_s if frame_shift_s is not None else 1.0
+
+
+def plot_posteriors(
+    log_probs: torch.Tensor,
+    num_frames: int,
+    tokens: Sequence[int],
+    blank: int = 0,
+    token_names: Optional[Sequence[str]] = None,
+    alignment: Optional[Alignment] = None,
+    frame_shift_s: Optional[float] = None,
+    ax=None,
+    title: Optional[str] = None,
+):
+    """Draws the log posteriors of blank/silence and of every transcript position (Figures 5, 6).
+
+    Row 0 is the blank/silence column, row ``s + 1`` the column of the transcript's token
+    ``s`` (a token that occurs twice has two identical rows), so a path through the
+    transcript runs from the bottom left to the top right.
+
+    Args:
+      log_probs: Tensor of shape (T, C) for one utterance.
+      num_frames: valid frames T_b.
+      tokens: the transcript's S_b token ids (score-matrix columns), flattened over words.
+      blank: blank/silence column.
+      token_names: optional names of all C columns (for the y axis).
+      alignment: optional :class:`Alignment` (Viterbi, in these frames); its token spans
+        and blank/silence frames are outlined.
+      frame_shift_s: seconds per frame of ``log_probs`` (else the x axis is in frames).
+      ax: a matplotlib Axes to draw into (default: a new figure).
+      title: optional title.
+
+    Returns:
+      The matplotlib Axes.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    if not isinstance(log_probs, torch.Tensor) or log_probs.dim() != 2:
+        raise ValueError(f"log_probs must be the (T, C) matrix of one utterance, got shape "
+                         f"{tuple(getattr(log_probs, 'shape', ()))}")
+    if not 0 < num_frames <= log_probs.shape[0]:
+        raise ValueError(f"num_frames must be in 1..{log_probs.shape[0]}, got {num_frames}")
+    columns = [blank] + [int(t) for t in tokens]
+    if not all(0 <= c < log_probs.shape[1] for c in columns):
+        raise ValueError(f"token ids must be columns of log_probs (0..{log_probs.shape[1] - 1}), got {list(tokens)}")
+    image = log_probs[:num_frames, columns].detach().double().cpu().T.numpy()  # (S_b + 1, T_b)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(4.0, num_frames / 25), max(2.0, len(columns) / 4)))
+    step = _frames_axis(ax, frame_shift_s)
+    finite = image[image > float("-inf")]
+    shown = ax.imshow(image, aspect="auto", origin="lower", interpolation="nearest", cmap="viridis",
+                      vmin=float(finite.min()) if finite.size else None, extent=(0, num_frames * step, -0.5,
+                                                                                  len(columns) - 0.5))
+    ax.figure.colorbar(shown, ax=ax, label="log posterior")
+    if alignment is not None:
+        for span in alignment.tokens:
+            ax.add_patch(Rectangle((span.start * step, span.position + 0.5), (span.end - span.start) * step, 1.0,
+                                   fill=False, edgecolor="red", linewidth=1.0))
+        labels = alignment.labels[:num_frames].tolist()
+        start = None
+        for t, label in enumerate(labels + [None]):
+            if label == blank and start is None:
+                start = t
+            elif label != blank and start is not None:
+                ax.add_patch(Rectangle((start * step, -0.5), (t - start) * step, 1.0, fill=False,
+                                       edgecolor="orange", linewidth=1.0))
+                start = None
+    if token_names is not None:
+        ax.set_yticks(range(len(columns)))
+        ax.set_yticklabels([token_names[c] for c in columns])
+    ax.set_ylabel("blank + transcript position")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_features(features: torch.Tensor, frame_shift_s: Optional[float] = None, ax=None,
+                  title: Optional[str] = None):
+    """Draws log-mel features as an image.
+
+    Args:
+      features: Tensor of shape (T', F) for one utterance (valid frames only).
+      frame_shift_s: seconds per frame (else the x axis is in frames).
+      ax: a matplotlib Axes to draw into (default: a new figure).
+      title: optional title.
+
+    Returns:
+      The matplotlib Axes.
+    """
+    import matplotlib.pyplot as plt
+
+    if not isinstance(features, torch.Tensor) or features.dim() != 2:
+        raise ValueError(f"features must be a (T', F) tensor, got shape {tuple(getattr(features, 'shape', ()))}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(4.0, features.shape[0] / 100), 2.5))
+    step = _frames_axis(ax, frame_shift_s)
+    image = features.detach().double().cpu().T.numpy()
+    shown = ax.imshow(image, aspect="auto", origin="lower", interpolation="nearest", cmap="magma",
+                      extent=(0, features.shape[0] * step, 0, features.shape[1]))
+    ax.figure.colorbar(shown, ax=ax, label="log-mel")
+    ax.set_ylabel("feature")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def draw_word_boundaries(ax, words: WordTimes, color: str = "white", linestyle: str = "-",
+                         labels: bool = True, label_y: float = 1.01):
+    """Vertical lines at every word start and end (in the x unit of ``ax``, seconds), and the words.
+
+    Args:
+      ax: a matplotlib Axes.
+      words: (word, start, end) triples.
+      color, linestyle: of the lines (and the labels).
+      labels: write each word at its centre, at height ``label_y`` in axes coordinates.
+      label_y: 1.01 puts the words just above the axes, -0.02 just below them.
+    """
+    for word, start, end in words:
+        for x in (start, end):
+            ax.axvline(x, color=color, linestyle=linestyle, linewidth=0.9)
+        if labels:
+            ax.text((start + end) / 2, label_y, word, color=color, ha="center",
+                    va="bottom" if label_y > 0.5 else "top", fontsize=7, rotation=30,
+                    transform=ax.get_xaxis_transform())
+
+
+@dataclass
+class CutScores:
+    """The score matrix and alignment of one cut (what :func:`score_cut` returns).
+
+    Attributes:
+      kind: "posterior", "grad" or "gradext".
+      matrix: posteriors: Tensor of shape (T, C) of log posteriors (as aligned: blank
+        penalty applied, no scales); grad/gradext: ``G`` of shape (S, T').
+      alignment: the Viterbi / GradScore alignment, spans in frames of ``matrix``.
+      frame_shift_s: seconds per frame of ``matrix``.
+      transcript: the token ids per word.
+      words: the transcript words.
+    """
+
+    kind: str
+    matrix: torch.Tensor
+    alignment: Alignment
+    frame_shift_s: float
+    transcript: List[List[int]]
+    words: List[str]
+
+    def word_times(self) -> List[Tuple[str, float, float]]:
+        """(word, start s, end s) of the alignment's words."""
+        return [(self.words[w.index], *w.seconds(self.frame_shift_s)) for w in self.alignment.words]
+
+
+def score_cut(
+    loaded,
+    features: torch.Tensor,
+    text: str,
+    kind: str = "posterior",
+    topology=None,
+    prior_scale: float = 0.0,
+    blank_penalty: float = 0.0,
+    p: float = 0.1,
+    frame_shift_s: float = 0.01,
+    device="cpu",
+    utt_id: str = "",
+) -> CutScores:
+    """Score matrix and alignment of one utterance with a trained model.
+
+    ``posterior``: the model's CTC/HMM log posteriors (blank penalty ``k`` added to the
+    blank logit, Table 14) aligned by :func:`fsalign.viterbi_align` under the checkpoint's
+    topology with its training posterior and transition scales (under another ``topology``
+    with scales 1), and ``prior_scale`` times the checkpoint's corpus prior (as
+    :class:`fsalign.align.Aligner` does for a whole corpus). ``grad``/``gradext``: ``G`` of :func:`fsalign.gradient_scores`
+    (norm ``p``) aligned by :func:`fsalign.grad_align` at the input frame rate.
+
+    Args:
+      loaded: :class:`fsalign.checkpoint.LoadedCheckpoint` (model on ``device``).
+      features: Tensor of shape (T', F).
+      text: the transcript.
+      kind: "posterior", "grad" or "gradext".
+      topology: a :class:`fsalign.Topology` other than the checkpoint's, or None (the checkpoint's).
+      prior_scale: β (posterior only; needs a checkpoint with a corpus prior if > 0).
+      blank_penalty: k added to the blank logit (posterior only).
+      p: the p-norm of G.
+      frame_shift_s: seconds per input feature frame.
+      device: where to compute.
+      utt_id: named in errors.
+
+    Raises:
+      FsalignError: unknown kind, text the tokenizer cannot encode, too few frames for the
+        transcript, scores with NaN, or a prior scale without a corpus prior.
+    """
+    from fsalign.errors import FsalignError
+    from fsalign.gradscore import grad_align, gradient_scores
+    from fsalign.scores import apply_blank_penalty
+    from fsalign.tokenizers import normalize_words
+    from fsalign.viterbi import viterbi_align
+
+    if kind not in SCORE_KINDS:
+        raise FsalignError(f"scores must be one of {SCORE_KINDS}, got {kind!r}")
+    model, tokenizer, default_topology, metadata = loaded
+    transcript = tokenizer.encode(text)
+    if transcript is None:
+        raise FsalignError(f"cut {utt_id}: cannot encode {text!r}: {tokenizer.find_oov(text)} out of vocabulary")
+    feats = features.to(device=device, dtype=torch.float32)[None]
+    lengths = torch.tensor([feats.shape[1]], device=device)
+    if kind == "posterior":
+        with torch.no_grad():
+            h, enc_lengths = model.forward_encoder(feats, lengths)
+            log_probs = model.ctc_log_probs(model.ctc_logits(h))
+            if blank_penalty:
+                log_probs = apply_blank_penalty(log_probs, model.blank, blank_penalty)
+        matrix = log_probs[0, : int(enc_lengths[0])]
+        if torch.isnan(matrix).any():
+            raise FsalignError(f"cut {utt_id}: the model's posteriors contain NaN")
+        log_prior = metadata.get("corpus_prior") if prior_scale else None
+        if prior_scale and log_prior is None:
+            raise FsalignError("--prior-scale > 0 needs a checkpoint with a corpus prior; this one has none")
+        crit = (metadata.get("criterion") or {}) if topology is None else {}  # scales of the training topology
+        graphs = (topology or default_topology).compile([transcript], device=device)
+        alignment = viterbi_align(
+            log_probs, enc_lengths, graphs, posterior_scale=crit.get("posterior_scale", 1.0),
+            transition_scale=crit.get("transition_scale", 1.0), prior_scale=prior_scale,
+            log_prior=None if log_prior is None else log_prior.to(device),
+        )[0]  # fmt: skip
+        step = frame_shift_s * model.subsampling
+    else:
+        G = gradient_scores(model, feats, lengths, [transcript], p=p, chunk_size=32)
+        matrix = G[0]
+        if torch.isnan(matrix).any():
+            raise FsalignError(f"cut {utt_id}: the gradient scores contain NaN")
+        alignment = grad_align(G, lengths, [transcript], variant=kind)[0]
+        step = frame_shift_s
+    return CutScores(kind, matrix.detach().cpu(), alignment, step, transcript, normalize_words(text))
+
+
+def plot_cut_alignment(
+    features: torch.Tensor,
+    scores: CutScores,
+    token_names: Optional[Sequence[str]] = None,
+    ref_words: Optional[WordTimes] = None,
+    frame_shift_s: float = 0.01,
+    blank: int = 0,
+    title: Optional[str] = None,
+):
+    """Features, score matrix and alignment of one cut, with word boundaries (Figures 1, 5, 6).
+
+    Top: the features with the alignment's word boundaries (solid red, words above) and the
+    reference's (dashed cyan, words below) if given. Bottom: the score matrix (posteriors of
+    blank and the transcript positions, or ``log softmax_t'(G)``) with the aligned token
+    spans outlined and the reference word boundaries.
+
+    Args:
+      features: Tensor of shape (T', F).
+      scores: :class:`CutScores` from :func:`score_cut`.
+      token_names: names of the score-matrix columns (the tokenizer's ``token_names``).
+      ref_words: reference (word, start s, end s) triples, or None.
+      frame_shift_s: seconds per feature frame.
+      blank: blank/silence column (posteriors).
+      title: figure title.
+
+    Returns:
+      The matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    tokens = [t for w in scores.transcript for t in w]
+    rows = len(tokens) + (1 if scores.kind == "posterior" else 0)
+    fig, (ax_feat, ax_scores) = plt.subplots(
+        2, 1, sharex=True, figsize=(max(6.0, features.shape[0] / 40), 3.0 + max(2.0, rows / 4)),
+        gridspec_kw={"height_ratios": [1.0, max(1.0, rows / 12)]}, constrained_layout=True,
+    )  # fmt: skip
+    plot_features(features, frame_shift_s, ax=ax_feat)
+    hyp_words = scores.word_times()
+    draw_word_boundaries(ax_feat, hyp_words, color="red")
+    if ref_words is not None:
+        draw_word_boundaries(ax_feat, ref_words, color="cyan", linestyle="--", label_y=-0.02)
+    if scores.kind == "posterior":
+        plot_posteriors(scores.matrix, scores.matrix.shape[0], tokens, blank=blank, token_names=token_names,
+                        alignment=scores.alignment, frame_shift_s=scores.frame_shift_s, ax=ax_scores)
+    else:
+        names = [token_names[t] for t in tokens] if token_names is not None else None
+        plot_grad_scores(scores.matrix, scores.matrix.shape[1], len(tokens), token_names=names,
+                         alignment=scores.alignment, frame_shift_s=scores.frame_shift_s, ax=ax_scores)
+    if ref_words is not None:
+        draw_word_boundaries(ax_scores, ref_words, color="cyan", linestyle="--", labels=False)
+    ax_feat.set_xlabel("")
+    legend = "alignment: red" + (", reference: dashed cyan" if ref_words is not None else "")
+    fig.suptitle(f"{title + ' - ' if title else ''}{scores.kind} scores; {legend}", fontsize=9)
+    return fig
