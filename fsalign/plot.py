@@ -261,8 +261,9 @@ def score_cut(
     blank logit, Table 14) aligned by :func:`fsalign.viterbi_align` under the checkpoint's
     topology with its training posterior and transition scales (under another ``topology``
     with scales 1), and ``prior_scale`` times the checkpoint's corpus prior (as
-    :class:`fsalign.align.Aligner` does for a whole corpus). ``grad``/``gradext``: ``G`` of :func:`fsalign.gradient_scores`
-    (norm ``p``) aligned by :func:`fsalign.grad_align` at the input frame rate.
+    :class:`fsalign.align.Aligner` does for a whole corpus). ``grad``/``gradext``: ``G`` of
+    :func:`fsalign.gradient_scores` (norm ``p``) aligned by :func:`fsalign.grad_align` at the
+    input frame rate.
 
     Args:
       loaded: :class:`fsalign.checkpoint.LoadedCheckpoint` (model on ``device``).
