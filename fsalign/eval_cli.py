@@ -168,7 +168,7 @@ _MAX_LISTED = 10
 _ALIGNMENT_PATH = click.Path(exists=True, path_type=Path)
 
 
-@click.command("tse")
+@click.command("tse", short_help="Time stamp error, silence ratio and durations of HYP vs REF word times.")
 @click.option("--ref", "ref_path", type=_ALIGNMENT_PATH, required=True,
               help="reference alignment: a .ctm file, a folder of <utt>.TextGrid files, LibriSpeech "
                    ".alignment.txt files (a file or a folder searched recursively) or lhotse cuts "
