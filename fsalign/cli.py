@@ -1,7 +1,8 @@
 """The `fsalign` command line: thin click commands that import lazily and call one library function.
 
-Commands so far: ``fsalign synth`` (one synthetic-laboratory configuration).
-``align``, ``tse``, ``plot`` and ``merge`` come with issue 7.
+Commands so far: ``fsalign synth`` (one synthetic-laboratory configuration), ``fsalign align``
+(a corpus of lhotse cuts -> CTM / TextGrids / cuts with alignments, resumable and shardable) and
+``fsalign merge`` (joins the outputs of sharded ``align`` runs), ``fsalign tse`` and ``fsalign plot``.
 """
 import click
 
@@ -11,6 +12,8 @@ class _LazyGroup(click.Group):
 
     _commands = {
         "synth": ("fsalign.synthetic.cli", "synth"),
+        "align": ("fsalign.align_cli", "align"),
+        "merge": ("fsalign.align_cli", "merge"),
         "tse": ("fsalign.eval_cli", "tse"),
         "plot": ("fsalign.eval_cli", "plot"),
     }
