@@ -320,7 +320,7 @@ def _tally(ids: List[str], journal: Journal):
 @click.option("--shard", default="0/1",
               help="i/n: align only the i-th of n contiguous parts of the cuts (join them with fsalign merge).")
 @click.option("--device", default=None, help="torch device.  [default: cuda (cuda:$LOCAL_RANK) if available, else cpu]")
-@click.option("--restart", is_flag=True, help="Discard the journal of an earlier unfinished run instead of resuming.")
+@click.option("--restart", is_flag=True, help="Discard the journal of an earlier unfinished run instead of resuming.  [default: off, resume]")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar (utterances/s, real-time factor).")
 def align(checkpoint, cuts_path, output, scores, level, topology, prior_scale, blank_penalty, posterior_scale,
           transition_scale, grad_p, grad_chunk_size, grad_blank_score, grad_percentile, batch_duration, window,
@@ -331,7 +331,7 @@ def align(checkpoint, cuts_path, output, scores, level, topology, prior_scale, b
     too short for the transcript, NaN scores) are skipped and listed with the reason in
     OUT.failed.tsv. Results go to OUT.journal.jsonl as they come: re-running the same
     command after an interruption continues where it stopped. Exit status 0 if any
-    utterance was aligned.
+    utterance was aligned, 1 (with the reason) if none was or an input is unusable.
     """
     from tqdm import tqdm
 
@@ -446,18 +446,20 @@ def merge(inputs, output):
 def _merge(kind: str, inputs: List[Path], output: Path) -> int:
     from fsalign.errors import FsalignError
 
-    seen: Dict[str, Path] = {}
+    seen: Dict[str, int] = {}  # utterance -> index of its input
 
-    def claim(utt: str, path: Path) -> None:
-        if seen.setdefault(utt, path) != path:
-            raise FsalignError(f"utterance {utt} is in both {seen[utt]} and {path}")
+    def claim(utt: str, k: int) -> None:
+        if seen.setdefault(utt, k) != k:
+            raise FsalignError(f"utterance {utt} is in both input {seen[utt] + 1} ({inputs[seen[utt]]}) "
+                               f"and input {k + 1} ({inputs[k]})")
 
     if kind == "textgrid":
-        for path in inputs:
+        for k, path in enumerate(inputs):
             for grid in sorted(path.glob("*.TextGrid")):
-                claim(grid.stem, path)
+                claim(grid.stem, k)
         output.mkdir(parents=True, exist_ok=True)
-        for utt, path in seen.items():
+        for utt, k in seen.items():
+            path = inputs[k]
             tmp, f = _atomic_file(output / f"{utt}.TextGrid")
             with open(path / f"{utt}.TextGrid", "rb") as src:
                 shutil.copyfileobj(src, f)
@@ -465,7 +467,7 @@ def _merge(kind: str, inputs: List[Path], output: Path) -> int:
     else:
         tmp, raw = _atomic_file(output)
         stream = _gzip_writer(raw) if output.name.lower().endswith(".gz") else raw
-        for path in inputs:
+        for k, path in enumerate(inputs):
             opener = gzip.open if path.name.lower().endswith(".gz") else open
             with opener(path, "rb") as src:
                 last = None
@@ -479,7 +481,7 @@ def _merge(kind: str, inputs: List[Path], output: Path) -> int:
                     else:
                         utt = json.loads(line)["id"]
                     if utt != last:
-                        claim(utt, path)
+                        claim(utt, k)
                         last = utt
                     stream.write(line)
         if stream is not raw:
