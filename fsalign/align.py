@@ -242,11 +242,14 @@ def shard_windows(cuts: Iterable[Cut], window: int, shard: Tuple[int, int] = (0,
 def plan_batches(windows: Iterable[CutSet], max_duration: Seconds) -> Iterator[CutSet]:
     """Batches of every window: its cuts sorted by decreasing duration (ties by id), cut by
     lhotse's ``SimpleCutSampler`` into batches of at most ``max_duration`` seconds (a longer
-    cut is a batch of its own)."""
-    if not max_duration > 0:
-        raise FsalignError(f"batch duration must be a positive number of seconds, got {max_duration}")
+    cut is a batch of its own); ``max_duration=0``: every cut its own batch."""
+    if not max_duration >= 0:
+        raise FsalignError(f"batch duration must be >= 0 seconds, got {max_duration}")
     for cuts in windows:
         ordered = CutSet.from_cuts(sorted(cuts, key=lambda c: (-c.duration, c.id)))
+        if max_duration == 0:
+            yield from (CutSet.from_cuts([cut]) for cut in ordered)
+            continue
         sampler = _SimpleCutSampler(ordered, max_duration=max_duration, shuffle=False, drop_last=False,
                                     rank=0, world_size=1)
         with warnings.catch_warnings():  # "a cut exceeds max_duration": it is batched alone, as wanted
@@ -433,7 +436,7 @@ def align_cuts(aligner: Aligner, cuts: Union[CutSet, Iterable[Cut]], max_duratio
     Args:
       aligner: the :class:`Aligner`.
       cuts: the cut manifest (a lazy CutSet is read as it goes).
-      max_duration: seconds of audio per batch.
+      max_duration: seconds of audio per batch (0: one cut per batch).
       window: cuts sorted and batched together; a shard is a whole number of windows.
       shard: ``(i, n)``: this process's part of the manifest.
       num_cuts: number of cuts in the manifest (needed for ``n > 1``).

@@ -311,7 +311,9 @@ def _tally(ids: List[str], journal: Journal):
               help="Transcript positions per batched gradient (grad/gradext); lower needs less memory.")
 @click.option("--grad-blank-score", type=float, default=-6.0, help="Blank score γ_ε of GradScore.")
 @click.option("--grad-percentile", type=float, default=60.0, help="γ_percentile of GradScoreExt.")
-@click.option("--batch-duration", type=float, default=100.0, help="Seconds of audio per batch.")
+@click.option("--batch-duration", type=float, default=None,
+              help="Seconds of audio per batch; 0: one cut per batch.  [default: 100; 0 for grad/gradext on "
+                   "CPU, where batching the gradients only adds padding work]")
 @click.option("--window", type=int, default=1000,
               help="Consecutive cuts sorted by duration and batched together; a shard is a whole number "
                    "of windows.")
@@ -344,8 +346,8 @@ def align(checkpoint, cuts_path, output, scores, level, topology, prior_scale, b
     try:
         kind = output_kind(output)
         i, n = parse_shard(shard)
-        if num_workers < 0 or window < 1 or not batch_duration > 0:
-            raise FsalignError("--num-workers must be >= 0, --window >= 1 and --batch-duration > 0")
+        if num_workers < 0 or window < 1 or (batch_duration is not None and not batch_duration >= 0):
+            raise FsalignError("--num-workers must be >= 0, --window >= 1 and --batch-duration >= 0")
     except FsalignError as e:
         _fail(e)
     if not checkpoint.is_file():
@@ -366,6 +368,8 @@ def align(checkpoint, cuts_path, output, scores, level, topology, prior_scale, b
         _fail(e)
     except Exception as e:
         _fail(f"cannot load checkpoint {checkpoint}: {type(e).__name__}: {e}")
+    if batch_duration is None:
+        batch_duration = 0.0 if scores != "posterior" and aligner.device.type == "cpu" else 100.0
     cuts, all_ids = _scan_cuts(cuts_path)
     lo, hi = shard_range(len(all_ids), window, (i, n))
     ids = all_ids[lo:hi]
