@@ -13,7 +13,8 @@ times), one process, CPU:
 * posterior: encoder forward, CTC topology Viterbi (``--scores posterior``);
 * grad: gradient scores G (one VJP per transcript position, batched) + GradScore Viterbi
   (``--scores grad``);
-* "batched": ``--batch-duration`` seconds per batch (default 100, as the CLI; grad also 20 s),
+* "batched": ``--batch-duration`` seconds per batch (default 100, as the CLI; grad: 20 and 10 s,
+  as 100 s of gradients exhaust the memory of a 23 GB machine),
   cuts sorted by duration first as ``fsalign align`` does; "one at a time": every cut its own
   batch;
 * also the whole command (``fsalign align`` with journal, fsync per batch and CTM rendering),
@@ -24,7 +25,7 @@ Prints audio seconds per wall second (median over ``--repeats`` passes; grad: ov
 average before and after.
 
 Usage: python benchmarks/align_throughput.py [--utterances 64] [--grad-utterances 16] [--threads 1]
-       [--repeats 3] [--grad-repeats 1] [--batch-duration 100] [--grad-batch-durations 100 20]
+       [--repeats 3] [--grad-repeats 1] [--batch-duration 100] [--grad-batch-durations 20 10]
 """
 import argparse
 import os
@@ -109,7 +110,7 @@ def main(argv=None) -> None:
     parser.add_argument("--utterances", type=int, default=64, help="cuts for posterior rows")
     parser.add_argument("--grad-utterances", type=int, default=16,
                         help="cuts for grad rows (G is costly): evenly spread over the posterior cuts' durations")
-    parser.add_argument("--grad-batch-durations", type=float, nargs="+", default=[100.0, 20.0],
+    parser.add_argument("--grad-batch-durations", type=float, nargs="+", default=[20.0, 10.0],
                         help="batch durations of the batched grad rows")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--repeats", type=int, default=3)

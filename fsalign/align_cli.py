@@ -320,9 +320,12 @@ def _tally(ids: List[str], journal: Journal):
 @click.option("--num-workers", type=int, default=0,
               help="DataLoader worker processes loading audio and features (0: in the main process).")
 @click.option("--shard", default="0/1",
-              help="i/n: align only the i-th of n contiguous parts of the cuts (join them with fsalign merge).")
-@click.option("--device", default=None, help="torch device.  [default: cuda (cuda:$LOCAL_RANK) if available, else cpu]")
-@click.option("--restart", is_flag=True, help="Discard the journal of an earlier unfinished run instead of resuming.  [default: off, resume]")
+              help="i/n: align only the i-th of n contiguous parts of the cuts (join them with fsalign merge); "
+                   "'env': i/n = $RANK/$WORLD_SIZE (torchrun). '{shard}' in --output becomes i.")
+@click.option("--device", default=None,
+              help="torch device.  [default: cuda (cuda:$LOCAL_RANK) if available, else cpu]")
+@click.option("--restart", is_flag=True,
+              help="Discard the journal of an earlier unfinished run instead of resuming.  [default: off, resume]")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar (utterances/s, real-time factor).")
 def align(checkpoint, cuts_path, output, scores, level, topology, prior_scale, blank_penalty, posterior_scale,
           transition_scale, grad_p, grad_chunk_size, grad_blank_score, grad_percentile, batch_duration, window,
@@ -344,8 +347,13 @@ def align(checkpoint, cuts_path, output, scores, level, topology, prior_scale, b
     from fsalign.errors import FsalignError
 
     try:
-        kind = output_kind(output)
+        if shard == "env":
+            if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+                raise FsalignError("--shard env needs $RANK and $WORLD_SIZE (as torchrun sets them)")
+            shard = f"{os.environ['RANK']}/{os.environ['WORLD_SIZE']}"
         i, n = parse_shard(shard)
+        output = Path(str(output).replace("{shard}", str(i)))
+        kind = output_kind(output)
         if num_workers < 0 or window < 1 or (batch_duration is not None and not batch_duration >= 0):
             raise FsalignError("--num-workers must be >= 0, --window >= 1 and --batch-duration >= 0")
     except FsalignError as e:
@@ -371,6 +379,10 @@ def align(checkpoint, cuts_path, output, scores, level, topology, prior_scale, b
     if batch_duration is None:
         batch_duration = 0.0 if scores != "posterior" and aligner.device.type == "cpu" else 100.0
     cuts, all_ids = _scan_cuts(cuts_path)
+    if kind == "textgrid":
+        unusable = next((x for x in all_ids if "/" in x or "\\" in x or x.startswith(".")), None)
+        if unusable is not None:
+            _fail(f"cut id {unusable!r} cannot name a TextGrid file; write .ctm or .jsonl.gz instead")
     lo, hi = shard_range(len(all_ids), window, (i, n))
     ids = all_ids[lo:hi]
     header = {"checkpoint": _file_id(checkpoint), "cuts": _file_id(cuts_path), "shard": [i, n], "window": window,

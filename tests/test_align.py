@@ -5,7 +5,6 @@ CTM), against alignments computed directly with the engine (viterbi_align, grad_
 and byte for byte across kill-and-resume and shard-and-merge.
 """
 import gzip
-import math
 import os
 import signal
 import subprocess
@@ -23,7 +22,7 @@ from lhotse.utils import fastcopy
 from praatio import textgrid
 
 import fsalign.align as align_module
-from fsalign.align import Aligner, AlignDataset
+from fsalign.align import Aligner
 from fsalign.align_cli import Journal, align as align_command, journal_path, merge as merge_command
 from fsalign.checkpoint import load_checkpoint
 from fsalign.cli import main
@@ -376,6 +375,16 @@ def test_sharded_and_merged_equals_unsharded(setup, bad_cuts, tmp_path, name):
         assert merged.read_bytes() == full.read_bytes()
     failed = Path(str(full) + ".failed.tsv").read_bytes()
     assert Path(str(merged) + ".failed.tsv").read_bytes() == failed and failed.count(b"\n") == 5
+
+
+def test_shard_from_torchrun_environment(setup, monkeypatch, tmp_path):
+    root, ckpt, cuts = setup
+    _align(ckpt, cuts, tmp_path / "explicit.ctm", "--shard", "1/3", "--window", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    _align(ckpt, cuts, tmp_path / "env.{shard}.ctm", "--shard", "env", "--window", "2")
+    assert (tmp_path / "env.1.ctm").read_bytes() == (tmp_path / "explicit.ctm").read_bytes()
+    assert len(_ctm(tmp_path / "env.1.ctm")) == 2
 
 
 def test_merge_refuses_overlapping_inputs(setup, tmp_path):
