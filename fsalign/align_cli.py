@@ -208,6 +208,10 @@ def render(kind: str, output: Path, results: Iterable, cuts: Optional[Iterable] 
     """
     from fsalign.formats import cut_with_alignment, format_ctm, write_textgrid
 
+    # temporary files of a render that was killed
+    litter = output.glob(".*.TextGrid.tmp*") if kind == "textgrid" else output.parent.glob(f".{output.name}.tmp*")
+    for path in litter:
+        path.unlink(missing_ok=True)
     if kind == "textgrid":
         output.mkdir(parents=True, exist_ok=True)
         for r in results:
