@@ -344,7 +344,10 @@ def test_kill_and_resume_is_byte_identical(setup, monkeypatch, tmp_path):
 def test_journal_of_other_settings_is_refused_unless_restart(setup, tmp_path):
     root, ckpt, cuts = setup
     out = tmp_path / "o.ctm"
-    Journal(journal_path(out), {"scores": "something else"}).close()
+    first = Journal(journal_path(out), {"scores": "something else"})
+    with pytest.raises(ValueError, match="in use by another"):
+        Journal(journal_path(out), {"scores": "something else"})  # a second writer of the same output
+    first.close()
     result = _align(ckpt, cuts, out, expect=1)
     assert "--restart" in result.output
     _align(ckpt, cuts, out, "--restart")
