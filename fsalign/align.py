@@ -273,12 +273,14 @@ class Aligner:
       grad_chunk_size: label positions per batched gradient (bounds memory; None: all).
       grad_blank_score: γ_ε of GradScore.
       grad_percentile: γ_percentile of GradScoreExt.
+      grad_prefix: CTC prefix score of G, ``"onset"`` or ``"forward"`` (see
+        :func:`fsalign.prefix.ctc_prefix_log_probs`).
     """
 
     def __init__(self, checkpoint: LoadedCheckpoint, scores: str = "posterior", topology: Optional[str] = None,
                  prior_scale: float = 0.0, blank_penalty: float = 0.0, posterior_scale: Optional[float] = None,
                  transition_scale: Optional[float] = None, grad_p: float = 0.1, grad_chunk_size: Optional[int] = 32,
-                 grad_blank_score: float = -6.0, grad_percentile: float = 60.0):
+                 grad_blank_score: float = -6.0, grad_percentile: float = 60.0, grad_prefix: str = "forward"):
         if scores not in SCORES:
             raise FsalignError(f"scores must be one of {SCORES}, got {scores!r}")
         self.model, self.tokenizer, trained, self.metadata = checkpoint
@@ -306,7 +308,7 @@ class Aligner:
                                    "(it is stored at the end of training)")
             self.log_prior = self.log_prior.to(self.device)
         self.grad = dict(p=grad_p, chunk_size=grad_chunk_size, blank_score=grad_blank_score,
-                         percentile=grad_percentile)
+                         percentile=grad_percentile, prefix=grad_prefix)
         frame_shift = float(self.metadata.get("frame_shift_s", 0.01))
         subsampling = int(self.metadata.get("subsampling", getattr(self.model, "subsampling", 1)))
         self.frame_step_s = frame_shift * subsampling if scores == "posterior" else frame_shift
@@ -352,7 +354,7 @@ class Aligner:
         else:
             frames = lengths
             scores = gradient_scores(self.model, feats, lengths, batch.transcripts, p=self.grad["p"],
-                                     chunk_size=self.grad["chunk_size"])  # (B, S, T')
+                                     chunk_size=self.grad["chunk_size"], prefix=self.grad["prefix"])  # (B, S, T')
         valid = valid_frame_mask(frames, scores.shape[1] if self.scores == "posterior" else scores.shape[2])
         if self.scores == "posterior":
             has_nan = (torch.isnan(scores) & valid[:, :, None]).flatten(1).any(1)

@@ -315,6 +315,9 @@ def _tally(ids: List[str], journal: Journal):
               help="Transcript positions per batched gradient (grad/gradext); lower needs less memory.")
 @click.option("--grad-blank-score", type=float, default=-6.0, help="Blank score γ_ε of GradScore.")
 @click.option("--grad-percentile", type=float, default=60.0, help="γ_percentile of GradScoreExt.")
+@click.option("--grad-prefix", type=click.Choice(["forward", "onset"]), default="forward", show_default=True,
+              help="CTC prefix score in G: forward (eq. 23 read literally: forward variables summed over t) "
+                   "or onset (Hori et al.: a_s first emitted at t); see docs/gradscore.md.")
 @click.option("--batch-duration", type=float, default=None,
               help="Seconds of audio per batch; 0: one cut per batch.  [default: 100; 0 for grad/gradext on "
                    "CPU, where batching the gradients only adds padding work]")
@@ -332,8 +335,8 @@ def _tally(ids: List[str], journal: Journal):
               help="Discard the journal of an earlier unfinished run instead of resuming.  [default: off, resume]")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar (utterances/s, real-time factor).")
 def align(checkpoint, cuts_path, output, scores, level, topology, prior_scale, blank_penalty, posterior_scale,
-          transition_scale, grad_p, grad_chunk_size, grad_blank_score, grad_percentile, batch_duration, window,
-          num_workers, shard, device, restart, progress):
+          transition_scale, grad_p, grad_chunk_size, grad_blank_score, grad_percentile, grad_prefix, batch_duration,
+          window, num_workers, shard, device, restart, progress):
     """Align the cuts of a corpus with a trained model and write word (and token) times.
 
     Utterances that cannot be aligned (unreadable audio, units the model does not know,
@@ -375,7 +378,7 @@ def align(checkpoint, cuts_path, output, scores, level, topology, prior_scale, b
     try:
         loaded = load_checkpoint(checkpoint, device)
         aligner = Aligner(loaded, scores, topology, prior_scale, blank_penalty, posterior_scale, transition_scale,
-                          grad_p, grad_chunk_size, grad_blank_score, grad_percentile)
+                          grad_p, grad_chunk_size, grad_blank_score, grad_percentile, grad_prefix)
     except FsalignError as e:
         _fail(e)
     except Exception as e:

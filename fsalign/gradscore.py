@@ -167,6 +167,7 @@ def gradient_scores(
     batched: bool = True,
     chunk_size: Optional[int] = None,
     return_lengths: bool = False,
+    prefix: str = "forward",
 ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Log p-norms of the input gradients of every label log-probability (eq. 22, 50).
 
@@ -203,6 +204,8 @@ def gradient_scores(
       chunk_size: most label indices per batched VJP (None: all at once);
         bounds the memory of the batched backward.
       return_lengths: also return the frame and label lengths.
+      prefix: the CTC prefix score, ``"forward"`` (default; eq. 23 read literally) or
+        ``"onset"`` (Hori et al.); see :func:`ctc_prefix_log_probs` and docs/gradscore.md.
 
     Returns:
       ``G``: Tensor of shape (B, S, T'), dtype of ``features``, detached;
@@ -247,7 +250,7 @@ def gradient_scores(
                 logits = _mask_blank_gradient(logits, model.blank)
             normalise = getattr(model, "ctc_log_probs", None)
             log_probs = normalise(logits) if callable(normalise) else logits.log_softmax(-1)
-            ctc = ctc_prefix_log_probs(log_probs, h_lengths, targets, target_lengths, model.blank)
+            ctc = ctc_prefix_log_probs(log_probs, h_lengths, targets, target_lengths, model.blank, definition=prefix)
         if aed_weight > 0:
             dec = model.aed_log_probs(h, h_lengths, targets, target_lengths)
             aed = aed_label_log_probs(dec, targets, target_lengths)

@@ -99,6 +99,7 @@ def ctc_prefix_log_probs(
     targets: torch.Tensor,
     target_lengths: torch.Tensor,
     blank: int = 0,
+    definition: str = "forward",
 ) -> torch.Tensor:
     """CTC label log-probabilities ``log p_CTC(a_s | a_1^{s-1}, x)`` from prefix scores (eq. 23).
 
@@ -133,6 +134,15 @@ def ctc_prefix_log_probs(
         ``blank``); entries at positions ``>= target_lengths[b]`` are ignored.
       target_lengths: Tensor of shape (B,), valid positions per utterance.
       blank: the blank column.
+      definition: ``"onset"``: the prefix probability above (Hori et al.). ``"forward"``
+        (default): eq. 23 read literally, the sum over ``t`` of the probability that ``y_1^t`` is a
+        (complete) alignment of ``a_1^s``, i.e. the CTC forward variables of ``a_s`` and of
+        the blank after it summed over ``t`` (footnote 7: "already part of the usual CTC
+        loss calculation"); ``a_1^0`` sums the all-blank prefixes. Not a probability (the
+        events overlap in ``t``), but its differences are the paper's label scores. Measured:
+        its GradScore alignments are closer to the truth, on the exact synthetic model
+        (mean word-boundary error 1.6 vs 3.0 frames) and on the recipe's CTC-char model
+        (GradScoreExt TSE 32.5 vs 36.0 ms on the shipped dev set); see docs/gradscore.md.
 
     Returns:
       Tensor of shape (B, S), dtype of ``log_probs``: the conditional
@@ -162,6 +172,8 @@ def ctc_prefix_log_probs(
                 f"targets must be token ids in [0, {C}) other than blank={blank}, got values "
                 f"{sorted(set(used.tolist()))[:10]}"
             )
+    if definition not in ("onset", "forward"):
+        raise ValueError(f"definition must be 'onset' or 'forward', got {definition!r}")
     if S == 0:
         return log_probs.new_zeros(B, 0)
 
@@ -184,7 +196,7 @@ def ctc_prefix_log_probs(
     # allocate and fill a (B, T, S) gradient at every frame)
     steps = range(int(lengths.max()) if B else 0)
     label_t, blank_t = lp_label.unbind(1), lp_blank.unbind(1)
-    enters = []
+    enters, ends = [], []
     for t in steps:
         from_label = torch.cat([neg_inf_col, alpha_label[:, :-1]], dim=1).masked_fill(no_skip, _NEG_INF)
         enter = _log_add(alpha_blank[:, :S], from_label) + label_t[t]  # a_s first emitted at t
@@ -192,13 +204,20 @@ def ctc_prefix_log_probs(
         new_blank = _log_add(alpha_blank[:, 1:], alpha_label)
         alpha_label = _log_add(alpha_label + label_t[t], enter)
         alpha_blank = torch.cat([alpha_blank[:, :1], new_blank], dim=1) + blank_t[t][:, None]
-    if enters:
+        if definition == "forward":  # y_1^t aligns a_1^s (s = 0..S): ends in a_s or in the blank after it
+            ends.append(torch.cat([alpha_blank[:, :1], _log_add(alpha_blank[:, 1:], alpha_label)], dim=1))
+    first = log_probs.new_zeros(B, 1)
+    if not enters:
+        prefix = log_probs.new_full((B, S), _NEG_INF)
+    elif definition == "onset":
         enter_all = torch.stack(enters, dim=1).masked_fill(~frame_valid[:, : len(enters), None], _NEG_INF)
         prefix = _log_sum(enter_all, dim=1)  # log P(a_1^s), s = 1..S: (B, S)
     else:
-        prefix = log_probs.new_full((B, S), _NEG_INF)
+        end_all = torch.stack(ends, dim=1).masked_fill(~frame_valid[:, : len(ends), None], _NEG_INF)
+        total = _log_sum(end_all, dim=1)  # (B, S + 1): s = 0..S
+        first, prefix = total[:, :1], total[:, 1:]
 
-    previous = torch.cat([log_probs.new_zeros(B, 1), prefix[:, :-1]], dim=1)
+    previous = torch.cat([first, prefix[:, :-1]], dim=1)
     impossible = prefix == _NEG_INF
     # P(a_1^s) > 0 implies P(a_1^{s-1}) > 0, so masking impossible positions avoids -inf - -inf
     cond = (prefix - previous.masked_fill(previous == _NEG_INF, 0.0)).masked_fill(impossible, _NEG_INF)

@@ -71,7 +71,8 @@ CASES = [
 def test_prefix_scores_match_brute_force(T, C, target, blank):
     g = torch.Generator().manual_seed(T * 100 + C * 10 + len(target))
     log_probs = torch.randn(1, T, C, generator=g, dtype=torch.float64).log_softmax(-1)
-    got = ctc_prefix_log_probs(log_probs, torch.tensor([T]), torch.tensor([target]), torch.tensor([len(target)]), blank)
+    got = ctc_prefix_log_probs(log_probs, torch.tensor([T]), torch.tensor([target]), torch.tensor([len(target)]), blank,
+                               definition="onset")
     probs = log_probs[0].exp()
     ref_prefix = _brute_prefix_probs(probs, target, blank)
     ref_starts = _brute_starts_with(probs, target, blank)
@@ -82,15 +83,54 @@ def test_prefix_scores_match_brute_force(T, C, target, blank):
     torch.testing.assert_close(got[0][fin], want[fin], rtol=1e-10, atol=1e-10)
 
 
+def _brute_forward_sums(probs, target, blank):
+    """Eq. 23 read literally: sum over t <= T and y_1^t with B(y_1^t) = a_1^s of prod p, s = 0..S."""
+    T, C = probs.shape
+    out = [0.0] * (len(target) + 1)
+    for t in range(1, T + 1):
+        for path in itertools.product(range(C), repeat=t):
+            now = _collapse(path, blank)
+            if len(now) <= len(target) and now == target[: len(now)]:
+                out[len(now)] += math.prod(float(probs[k, path[k]]) for k in range(t))
+    return out
+
+
+@pytest.mark.parametrize("T,C,target,blank", CASES)
+def test_forward_definition_matches_brute_force(T, C, target, blank):
+    g = torch.Generator().manual_seed(T * 100 + C * 10 + len(target) + 1)
+    log_probs = torch.randn(1, T, C, generator=g, dtype=torch.float64).log_softmax(-1)
+    got = ctc_prefix_log_probs(log_probs, torch.tensor([T]), torch.tensor([target]), torch.tensor([len(target)]),
+                               blank, definition="forward")
+    sums = _brute_forward_sums(log_probs[0].exp(), target, blank)
+    want = torch.tensor([math.log(b) - math.log(a) if b > 0 else -math.inf for a, b in zip(sums, sums[1:])],
+                        dtype=torch.float64)
+    assert torch.equal(torch.isinf(got[0]), torch.isinf(want))
+    fin = torch.isfinite(want)
+    torch.testing.assert_close(got[0][fin], want[fin], rtol=1e-10, atol=1e-10)
+
+
+def test_forward_definition_batched_with_padding_equals_per_utterance():
+    g = torch.Generator().manual_seed(3)
+    log_probs = torch.randn(2, 7, 4, generator=g, dtype=torch.float64).log_softmax(-1)
+    targets, lengths, tlens = torch.tensor([[1, 2, 2], [3, 1, 0]]), torch.tensor([7, 5]), torch.tensor([3, 2])
+    both = ctc_prefix_log_probs(log_probs, lengths, targets, tlens, definition="forward")
+    for b in range(2):
+        one = ctc_prefix_log_probs(log_probs[b:b + 1, : lengths[b]], lengths[b:b + 1], targets[b:b + 1, : tlens[b]],
+                                   tlens[b:b + 1], definition="forward")
+        torch.testing.assert_close(both[b, : tlens[b]], one[0], rtol=1e-12, atol=1e-12)
+
+
 def test_prefix_scores_sum_to_log_prefix_probability():
     T, C, target = 6, 3, [1, 2, 2]
     log_probs = torch.randn(1, T, C, dtype=torch.float64).log_softmax(-1)
-    got = ctc_prefix_log_probs(log_probs, torch.tensor([T]), torch.tensor([target]), torch.tensor([3]))
+    got = ctc_prefix_log_probs(log_probs, torch.tensor([T]), torch.tensor([target]), torch.tensor([3]),
+                               definition="onset")
     ref = _brute_prefix_probs(log_probs[0].exp(), target, 0)[-1]
     assert float(got.sum()) == pytest.approx(math.log(ref), rel=1e-10)
 
 
-def test_batched_with_padding_equals_per_utterance():
+@pytest.mark.parametrize("definition", ["onset", "forward"])
+def test_batched_with_padding_equals_per_utterance(definition):
     torch.manual_seed(0)
     items = [(5, [1, 2]), (9, [2, 2, 1, 3]), (3, [3]), (7, [1, 3, 1])]  # unsorted lengths
     B, T, S, C = len(items), 9, 4, 4
@@ -103,32 +143,36 @@ def test_batched_with_padding_equals_per_utterance():
         targets[b, : len(tgt)] = torch.tensor(tgt)
     target_lengths = torch.tensor([len(tgt) for _, tgt in items])
     log_probs.requires_grad_(True)
-    got = ctc_prefix_log_probs(log_probs, lengths, targets, target_lengths)
+    got = ctc_prefix_log_probs(log_probs, lengths, targets, target_lengths, definition=definition)
     got.sum().backward()
     assert torch.isfinite(log_probs.grad).all()
     for b, (t, tgt) in enumerate(items):
         single = ctc_prefix_log_probs(log_probs[b : b + 1, :t].detach(), torch.tensor([t]), torch.tensor([tgt]),
-                                      torch.tensor([len(tgt)]))
+                                      torch.tensor([len(tgt)]), definition=definition)
         torch.testing.assert_close(got[b, : len(tgt)].detach(), single[0])
         assert torch.all(got[b, len(tgt):] == 0.0)
         assert torch.all(log_probs.grad[b, t:] == 0.0)
 
 
-def test_gradient_matches_finite_differences():
+@pytest.mark.parametrize("definition", ["onset", "forward"])
+def test_gradient_matches_finite_differences(definition):
     torch.manual_seed(1)
     logits = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
     targets = torch.tensor([[1, 1, 2], [2, 1, 0]])
 
     def f(z):
-        return ctc_prefix_log_probs(z.log_softmax(-1), torch.tensor([5, 4]), targets, torch.tensor([3, 2]))
+        return ctc_prefix_log_probs(z.log_softmax(-1), torch.tensor([5, 4]), targets, torch.tensor([3, 2]),
+                                    definition=definition)
 
     assert torch.autograd.gradcheck(f, (logits,))
 
 
-def test_gradient_finite_with_impossible_positions():
+@pytest.mark.parametrize("definition", ["onset", "forward"])
+def test_gradient_finite_with_impossible_positions(definition):
     # 3 frames cannot hold [1, 1, 1] (needs 5): the tail is -inf, the gradient stays finite
     log_probs = torch.randn(1, 3, 3).log_softmax(-1).requires_grad_(True)
-    got = ctc_prefix_log_probs(log_probs, torch.tensor([3]), torch.tensor([[1, 1, 1]]), torch.tensor([3]))
+    got = ctc_prefix_log_probs(log_probs, torch.tensor([3]), torch.tensor([[1, 1, 1]]), torch.tensor([3]),
+                               definition=definition)
     assert torch.isfinite(got[0, :2]).all() and got[0, 2] == -math.inf
     got[0, :2].sum().backward()
     assert torch.isfinite(log_probs.grad).all()
