@@ -82,6 +82,30 @@ def test_conformer_lengths_are_ceil_of_subsampled_input(factor):
     assert out["logits"].shape == (4, max(expected), 10)
 
 
+def test_utterance_cmvn_normalises_valid_frames_only():
+    from fsalign.models.conformer import utterance_cmvn
+
+    torch.manual_seed(0)
+    lengths = torch.tensor([7, 4])
+    x = torch.randn(2, 7, 3) * 5 + 2
+    x[1, 4:] = 1e6  # padding garbage must neither count nor survive
+    y = utterance_cmvn(x, lengths)
+    for b, n in enumerate(lengths.tolist()):
+        ref = x[b, :n].double()
+        ref = (ref - ref.mean(0)) / ref.var(0, unbiased=False).add(1e-5).sqrt()  # numpy-style population stats
+        torch.testing.assert_close(y[b, :n].double(), ref, atol=1e-5, rtol=1e-5)
+        assert torch.all(y[b, n:] == 0)
+
+
+def test_old_checkpoint_configs_load_without_input_norm():
+    config = ConformerConfig.from_preset("tiny", 5).to_dict()
+    assert config["input_norm"] == "utterance"
+    del config["input_norm"]
+    assert ConformerConfig.from_dict(config).input_norm == "none"
+    with pytest.raises(ValueError, match="input_norm"):
+        ConformerModel(ConformerConfig.from_preset("tiny", 5, input_norm="global"))
+
+
 def test_conformer_batched_equals_per_utterance_in_eval_mode():
     torch.manual_seed(0)
     model = ConformerModel(ConformerConfig.from_preset("tiny", 12, aed_layers=1, blank_sep=True)).eval()

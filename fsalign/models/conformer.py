@@ -52,6 +52,9 @@ class ConformerConfig:
       blank_sep: blank-separated output head (eq. 15-17) instead of a full softmax.
       blank: blank/silence column.
       aed_layers: layers of the auxiliary attention decoder (0 = none).
+      input_norm: ``"utterance"``: each utterance's features are normalised to zero mean and
+        unit variance per dimension over its valid frames (CMVN) before anything else, which
+        makes raw log-mel input train several times faster from scratch; ``"none"``: as given.
       spec_augment: apply SpecAugment in training mode.
       freq_mask_param, num_freq_masks, time_mask_param, num_time_masks, time_mask_ratio:
         SpecAugment masks (widths in bins / input frames; a time mask is at most
@@ -71,6 +74,7 @@ class ConformerConfig:
     blank_sep: bool = False
     blank: int = 0
     aed_layers: int = 0
+    input_norm: str = "utterance"
     spec_augment: bool = True
     freq_mask_param: int = 27
     num_freq_masks: int = 2
@@ -94,7 +98,7 @@ class ConformerConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown ConformerConfig fields {sorted(unknown)}; expected a subset of {sorted(known)}")
-        return cls(**data)
+        return cls(**{"input_norm": "none", **data})  # checkpoints older than input_norm had none
 
 
 def _conv_out(lengths: torch.Tensor, stride: int) -> torch.Tensor:
@@ -190,6 +194,8 @@ class ConformerModel(nn.Module):
         super().__init__()
         if config.num_labels < 2:
             raise ValueError(f"num_labels must be >= 2 (blank + a token), got {config.num_labels}")
+        if config.input_norm not in ("utterance", "none"):
+            raise ValueError(f"input_norm must be 'utterance' or 'none', got {config.input_norm!r}")
         if not 0 <= config.blank < config.num_labels:
             raise ValueError(f"blank must be in [0, {config.num_labels}), got {config.blank}")
         self.config = config
@@ -248,6 +254,8 @@ class ConformerModel(nn.Module):
                 f"features must be a tensor of shape (B, T', {self.config.num_features}), got {tuple(features.shape)}"
             )
         feature_lengths = feature_lengths.to(features.device)
+        if self.config.input_norm == "utterance":
+            features = utterance_cmvn(features, feature_lengths)
         if self.spec_augment is not None:
             features = self.spec_augment(features)
         h, lengths = self.frontend(features, feature_lengths)
@@ -304,6 +312,23 @@ class ConformerModel(nn.Module):
         if self.decoder is not None and targets is not None:
             out["aed_nll"] = self.decoder.nll(h, lengths, targets, target_lengths)
         return out
+
+
+def utterance_cmvn(features: torch.Tensor, lengths: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Per-utterance mean and variance normalisation over valid frames; padding stays zero.
+
+    Args:
+      features: Tensor of shape (B, T', F).
+      lengths: Tensor of shape (B,).
+
+    Returns:
+      Tensor of shape (B, T', F).
+    """
+    mask = valid_frame_mask(lengths, features.shape[1], batch_size=features.shape[0]).unsqueeze(-1).to(features.dtype)
+    count = mask.sum(dim=1, keepdim=True).clamp(min=1.0)  # (B, 1, 1)
+    mean = (features * mask).sum(dim=1, keepdim=True) / count
+    var = (((features - mean) * mask) ** 2).sum(dim=1, keepdim=True) / count
+    return (features - mean) * torch.rsqrt(var + eps) * mask
 
 
 def count_frames(feature_lengths: torch.Tensor, subsampling: int) -> torch.Tensor:
