@@ -46,12 +46,14 @@ PRIOR_MODES = ("none", "static", "seq", "batch", "running")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the model, criterion, optimizer, data and run argument groups (icefall style)."""
     g = parser.add_argument_group("model")
-    g.add_argument("--preset", choices=sorted(PRESETS), default="small", help="encoder size")
+    g.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
+                   help="encoder size (default: tiny, the CPU recipe; the paper's encoder is large)")
     g.add_argument("--subsampling", type=int, choices=(4, 6), default=4)
     g.add_argument("--dropout", type=float, default=0.1)
     g.add_argument("--blank-sep", action="store_true", help="blank-separated output head (eq. 15-17)")
     g.add_argument("--aed-layers", type=int, default=0, help="auxiliary AED decoder layers (0: none)")
-    g.add_argument("--no-spec-augment", action="store_true")
+    g.add_argument("--spec-augment", action=argparse.BooleanOptionalAction, default=False,
+                   help="SpecAugment (default: off, for the shipped 20-minute corpus; on for real corpora)")
     g = parser.add_argument_group("criterion")
     g.add_argument("--topology", choices=TOPOLOGIES, default="ctc")
     g.add_argument("--posterior-scale", type=float, default=None, help="alpha (default: hmm 0.7, else 1.0)")
@@ -70,12 +72,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "while the dev greedy LER is above this")
     g = parser.add_argument_group("optimizer")
     g.add_argument("--epochs", type=int, default=30)
-    g.add_argument("--peak-lr", type=float, default=1e-3)
+    g.add_argument("--peak-lr", type=float, default=3e-3, help="one-cycle peak (default: 3e-3)")
     g.add_argument("--final-lr", type=float, default=1e-6)
     g.add_argument("--weight-decay", type=float, default=1e-2)
     g.add_argument("--grad-clip", type=float, default=5.0)
     g = parser.add_argument_group("data")
-    g.add_argument("--max-duration", type=float, default=40.0, help="seconds of audio per batch (per rank)")
+    g.add_argument("--max-duration", type=float, default=30.0, help="seconds of audio per batch (per rank)")
     g.add_argument("--num-workers", type=int, default=0)
     g = parser.add_argument_group("run")
     g.add_argument("--seed", type=int, default=42)
@@ -241,7 +243,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     torch.manual_seed(args.seed)
     config = ConformerConfig.from_preset(
         args.preset, C, subsampling=args.subsampling, dropout=args.dropout, blank_sep=args.blank_sep,
-        aed_layers=args.aed_layers, spec_augment=not args.no_spec_augment,
+        aed_layers=args.aed_layers, spec_augment=args.spec_augment,
     )  # fmt: skip
     model = ConformerModel(config).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.peak_lr, eps=1e-8, weight_decay=args.weight_decay)

@@ -117,7 +117,7 @@ def make_tiny_checkpoint(tmp_path: Pathlike, topology: str = "ctc", train_steps:
     tokenizer = CharTokenizer()
     args = argparse.Namespace(
         topology=topology, preset="tiny", subsampling=4, dropout=0.0, blank_sep=False, aed_layers=0,
-        no_spec_augment=True, posterior_scale=None, prior_scale=0.0, prior="none", prior_grad=False,
+        spec_augment=False, posterior_scale=None, prior_scale=0.0, prior="none", prior_grad=False,
         transition_scale=None, label_loop=None, silence_loop=None, normed_grad=False, aed_scale=0.3,
         ctc_warmup_epochs=0, warmup_max_ler=0.5, epochs=1, peak_lr=3e-3, final_lr=1e-6, weight_decay=1e-2,
         grad_clip=5.0, max_duration=30.0, num_workers=0, seed=seed, resume=False, device="cpu",
