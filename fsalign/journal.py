@@ -152,6 +152,8 @@ def read_cut_ids(path: Path):
 
     if not path.exists():
         raise FsalignError(f"cuts {path} do not exist")
+    if path.is_file() and path.stat().st_size == 0:
+        raise FsalignError(f"cuts {path} is an empty file (no cuts)")
     try:
         cuts = CutSet.from_file(path)
         ids = [cut.id for cut in cuts]

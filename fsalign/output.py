@@ -186,26 +186,12 @@ def _merge(kind: str, inputs: List[Path], output: Path) -> int:
             _finish(tmp, f, output / f"{utt}.TextGrid")
     else:
         tmp, raw = _atomic_file(output)
-        stream = _gzip_writer(raw) if output.name.lower().endswith(".gz") else raw
-        for k, path in enumerate(inputs):
-            opener = gzip.open if path.name.lower().endswith(".gz") else open
-            with opener(path, "rb") as src:
-                last = None
-                for line in src:
-                    if kind == "ctm":
-                        fields = line.split()
-                        if not fields or fields[0].startswith(b";;"):
-                            stream.write(line)
-                            continue
-                        utt = fields[0].decode("utf-8")
-                    else:
-                        utt = json.loads(line)["id"]
-                    if utt != last:
-                        claim(utt, k)
-                        last = utt
-                    stream.write(line)
-        if stream is not raw:
-            stream.close()
+        try:
+            _concatenate(kind, inputs, raw, output, claim)
+        except BaseException:
+            raw.close()
+            tmp.unlink(missing_ok=True)  # a failed merge leaves nothing behind
+            raise
         _finish(tmp, raw, output)
     rows = []
     for path in inputs:
@@ -214,3 +200,27 @@ def _merge(kind: str, inputs: List[Path], output: Path) -> int:
             rows += [line.split("\t", 1) for line in listed.read_text(encoding="utf-8").splitlines()[1:] if line]
     write_failed(failed_path(output), rows)
     return len(seen)
+
+
+def _concatenate(kind: str, inputs: List[Path], raw, output: Path, claim) -> None:
+    """Copies the lines of CTM / cut inputs to ``raw`` in order, claiming each utterance."""
+    stream = _gzip_writer(raw) if output.name.lower().endswith(".gz") else raw
+    for k, path in enumerate(inputs):
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
+        with opener(path, "rb") as src:
+            last = None
+            for line in src:
+                if kind == "ctm":
+                    fields = line.split()
+                    if not fields or fields[0].startswith(b";;"):
+                        stream.write(line)
+                        continue
+                    utt = fields[0].decode("utf-8")
+                else:
+                    utt = json.loads(line)["id"]
+                if utt != last:
+                    claim(utt, k)
+                    last = utt
+                stream.write(line)
+    if stream is not raw:
+        stream.close()

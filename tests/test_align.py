@@ -271,18 +271,20 @@ def test_no_utterance_aligned_exits_non_zero_with_one_line(setup, bad_cuts, tmp_
 
 
 @pytest.mark.parametrize("what", ["missing checkpoint", "garbage checkpoint", "missing cuts", "garbage cuts",
-                                  "bad shard", "bad output"])
+                                  "empty cuts", "bad shard", "bad output"])
 def test_unusable_inputs_exit_non_zero_with_one_line(setup, tmp_path, what):
     root, ckpt, cuts = setup
     garbage = tmp_path / "garbage.jsonl.gz"
     garbage.write_bytes(b"not gzip at all")
-    args = {"missing checkpoint": dict(ckpt=tmp_path / "none.pt"), "garbage checkpoint": dict(ckpt=garbage),
+    (tmp_path / "empty.jsonl.gz").write_bytes(b"")
+    args = {"empty cuts": dict(cuts=tmp_path / "empty.jsonl.gz"),"missing checkpoint": dict(ckpt=tmp_path / "none.pt"), "garbage checkpoint": dict(ckpt=garbage),
             "missing cuts": dict(cuts=tmp_path / "none.jsonl.gz"), "garbage cuts": dict(cuts=garbage),
             "bad shard": dict(extra=["--shard", "2/2"]), "bad output": dict(output=tmp_path / "out.txt")}[what]
     result = _align(args.get("ckpt", ckpt), args.get("cuts", cuts), args.get("output", tmp_path / "o.ctm"),
                     *args.get("extra", []), expect=1)
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    assert "TypeError" not in result.output  # a reason a user can act on, not an internal error
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
@@ -397,6 +399,7 @@ def test_merge_refuses_overlapping_inputs(setup, tmp_path):
                                        "--output", str(tmp_path / "m.ctm")])
     assert result.exit_code == 1 and "is in both" in result.output
     assert not (tmp_path / "m.ctm").exists()
+    assert not list(tmp_path.glob(".m.ctm.tmp*"))  # no temporary file left behind either
 
 
 def test_batches_do_not_depend_on_shard_or_done(setup):
