@@ -1,8 +1,8 @@
 """GradScore alignment (section 5) against posterior Viterbi alignment of the same model, same process.
 
-Model: Conv2d subsampling frontend (factor 4) + torchaudio Conformer (d_model 144,
-4 layers, 4 heads, FFN 576, kernel 31) + linear CTC head, 80-dim input features,
-random weights, eval mode, float32 (``fsalign/models`` has no Conformer yet).
+Model: the recipe's ``ConformerModel`` (``--preset``: ``tiny``, the CPU recipe's default, 0.18 M
+parameters, or ``small``, 2 M; conv subsampling x4, per-utterance CMVN, softmax CTC head),
+C = 257 columns, 80-dim input features, random weights, eval mode, float32.
 Batch: B utterances of ``--seconds`` seconds (10 ms frames), S labels each, for
 S in {20, 60, 150}. Every timing includes the encoder forward:
 
@@ -11,7 +11,7 @@ S in {20, 60, 150}. Every timing includes the encoder forward:
 * GradScore loop: gradient_scores(batched=False) (one VJP per label index) + grad_align.
 
 Prints medians (ms per second of audio) and the ratio to posterior alignment.
-Usage: python benchmarks/gradscore.py [--repeats 3] [--batch 2] [--seconds 10] [--labels 20 60 150]
+Usage: python benchmarks/gradscore.py [--preset tiny] [--repeats 3] [--batch 2] [--seconds 10] [--labels 20 60 150]
        [--threads N] [--chunk-size K] [--loop-max-labels N] [--quick]
 """
 import argparse
@@ -19,41 +19,11 @@ import statistics
 import time
 
 import torch
-import torchaudio
-from torch import nn
 
 import fsalign
 from fsalign.gradscore import grad_align, gradient_scores
+from fsalign.models.conformer import PRESETS, ConformerConfig, ConformerModel
 from timing import median_seconds
-
-
-class ConformerCtc(nn.Module):
-    """Conv2d frontend (x4) + Conformer + linear CTC head; follows fsalign.gradscore.CtcModel."""
-
-    blank = 0
-    subsampling = 4
-
-    def __init__(self, num_labels=257, feat_dim=80, d_model=144, num_layers=4):
-        super().__init__()
-        self.conv = nn.Sequential(
-            nn.Conv2d(1, 32, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.ReLU(),
-        )
-        self.proj = nn.Linear(32 * ((feat_dim + 3) // 4), d_model)
-        self.encoder = torchaudio.models.Conformer(
-            input_dim=d_model, num_heads=4, ffn_dim=4 * d_model, num_layers=num_layers, depthwise_conv_kernel_size=31
-        )
-        self.head = nn.Linear(d_model, num_labels)
-
-    def forward_encoder(self, features, feature_lengths):
-        h = self.conv(features[:, None])  # (B, 32, T'/4, D/4)
-        B, K, T, F = h.shape
-        h = self.proj(h.permute(0, 2, 1, 3).reshape(B, T, K * F))
-        lengths = ((feature_lengths + 1) // 2 + 1) // 2
-        return self.encoder(h, lengths)
-
-    def ctc_logits(self, h):
-        return self.head(h)
 
 
 def timeit(fn, repeats):
@@ -77,6 +47,7 @@ def make_batch(B, frames, S, C, seed=0):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -91,10 +62,11 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     C = 257
-    model = ConformerCtc(num_labels=C).eval()
+    model = ConformerModel(ConformerConfig.from_preset(args.preset, C, spec_augment=False, dropout=0.0)).eval()
     frames = int(args.seconds * 100)
     audio_s = None
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, B={args.batch}, {args.seconds:g} s "
+    print(f"preset {args.preset} ({model.num_params / 1e6:.2f} M parameters), "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, B={args.batch}, {args.seconds:g} s "
           f"per utterance, chunk_size={args.chunk_size}")
     print("| S | posterior [ms/s] | GradScore batched [ms/s] | ratio | G only [ms/s] | align only [ms/s] "
           "| GradScore loop [ms/s] | ratio |")
@@ -107,7 +79,7 @@ def main():
         def posterior():
             with torch.no_grad():
                 h, hl = model.forward_encoder(features, lengths)
-                log_probs = model.ctc_logits(h).log_softmax(-1)
+                log_probs = model.ctc_log_probs(model.ctc_logits(h))
             return fsalign.viterbi_align(log_probs, hl, topo.compile(transcripts))
 
         parts = {"G": [], "align": []}
