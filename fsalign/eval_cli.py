@@ -28,12 +28,18 @@ class SideStats:
 
     Attributes:
       silence_ratio: seconds not covered by any word / total seconds (None without utterances).
+      token_silence_ratio: seconds not covered by any token / total seconds, where every
+        compared utterance of this side has token times (else None). For a CTC alignment the
+        token spans are the frames that emit a label, so this is the paper's "Sil. ratio" (the
+        share of blank frames, Table 14), while ``silence_ratio`` counts blank frames inside a
+        word as speech.
       word_duration_ms: mean word duration.
       token_duration_ms: mean token duration (None if this side has no token times).
       num_tokens: tokens behind ``token_duration_ms``.
     """
 
     silence_ratio: Optional[float] = None
+    token_silence_ratio: Optional[float] = None
     word_duration_ms: Optional[float] = None
     token_duration_ms: Optional[float] = None
     num_tokens: int = 0
@@ -115,6 +121,8 @@ def compare_alignments(ref: Mapping, hyp: Mapping) -> AlignmentComparison:
     result.only_in_hyp = [u for u in hyp if u not in ref]
     tse = TimeStampError(0.0, 0.0, 0)
     silence = {"ref": 0.0, "hyp": 0.0}
+    token_silence = {"ref": 0.0, "hyp": 0.0}
+    all_tokens = {"ref": True, "hyp": True}
     length = 0.0
     words = {"ref": Average(0.0, 0), "hyp": Average(0.0, 0)}
     tokens = {"ref": Average(0.0, 0), "hyp": Average(0.0, 0)}
@@ -134,6 +142,10 @@ def compare_alignments(ref: Mapping, hyp: Mapping) -> AlignmentComparison:
         length += duration
         for side, utt in (("ref", r), ("hyp", h)):
             silence[side] += duration - _covered(utt.words, duration)
+            if utt.tokens:
+                token_silence[side] += duration - _covered(utt.tokens, duration)
+            elif utt.words:  # words but no token times: no token-level ratio for this side
+                all_tokens[side] = False
             words[side] = words[side] + average_token_duration([utt.words])
             tokens[side] = tokens[side] + average_token_duration([utt.tokens])
         result.num_utterances += 1
@@ -142,6 +154,7 @@ def compare_alignments(ref: Mapping, hyp: Mapping) -> AlignmentComparison:
         result.tse_boundary_ms, result.tse_centre_ms = 1000 * tse.boundary, 1000 * tse.centre
     for side, stats in (("ref", result.ref), ("hyp", result.hyp)):
         stats.silence_ratio = silence[side] / length if length > 0 else None
+        stats.token_silence_ratio = token_silence[side] / length if length > 0 and all_tokens[side] else None
         stats.word_duration_ms = 1000 * words[side].value if words[side].count else None
         stats.token_duration_ms = 1000 * tokens[side].value if tokens[side].count else None
         stats.num_tokens = tokens[side].count
@@ -159,6 +172,8 @@ def _summary(c: AlignmentComparison) -> str:
         f"words compared: {c.num_words}",
         f"TSE boundary: {_fmt(c.tse_boundary_ms)}, centre: {_fmt(c.tse_centre_ms)}",
         f"silence ratio: REF {_fmt(c.ref.silence_ratio, ' %', 100)}, HYP {_fmt(c.hyp.silence_ratio, ' %', 100)}",
+        f"silence ratio between tokens: REF {_fmt(c.ref.token_silence_ratio, ' %', 100)}, "
+        f"HYP {_fmt(c.hyp.token_silence_ratio, ' %', 100)}",
         f"word duration: REF {_fmt(c.ref.word_duration_ms)}, HYP {_fmt(c.hyp.word_duration_ms)}",
         f"token duration: REF {_fmt(c.ref.token_duration_ms)}, HYP {_fmt(c.hyp.token_duration_ms)}",
     ])

@@ -149,3 +149,20 @@ def test_tse_bad_input_one_line_error(tmp_path):
     assert result.exit_code == 1 and "unknown alignment format" in result.output
     result = _run("--ref", tmp_path / "missing.ctm", "--hyp", tmp_path / "hyp.txt")
     assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_token_silence_ratio_counts_blank_frames_inside_words():
+    from fsalign.eval_cli import compare_alignments
+    from fsalign.formats import TimedSpan, UtteranceTimes
+
+    # a CTC-like hypothesis: the word spans [0.2, 0.6) but only two token frames emit a label
+    word = [TimedSpan("ab", 0.2, 0.6)]
+    ref = {"u": UtteranceTimes("u", 1.0, word, [TimedSpan("a", 0.2, 0.4), TimedSpan("b", 0.4, 0.6)])}
+    hyp = {"u": UtteranceTimes("u", 1.0, word, [TimedSpan("a", 0.2, 0.24), TimedSpan("b", 0.52, 0.6)])}
+    c = compare_alignments(ref, hyp)
+    assert c.ref.silence_ratio == pytest.approx(0.6) and c.hyp.silence_ratio == pytest.approx(0.6)
+    assert c.ref.token_silence_ratio == pytest.approx(0.6)
+    assert c.hyp.token_silence_ratio == pytest.approx(1.0 - 0.04 - 0.08)  # blank frames count as silence
+    # a side without token times has no token-level ratio
+    words_only = {"u": UtteranceTimes("u", 1.0, word, [])}
+    assert compare_alignments(ref, words_only).hyp.token_silence_ratio is None
