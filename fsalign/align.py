@@ -342,27 +342,62 @@ class Aligner:
                         results.update({r.cut_id: r for r in self.align(batch.select([k]))})
         return [results[cut_id] for cut_id in batch.order]
 
-    def _align(self, batch: CutBatch) -> Dict[str, AlignResult]:
-        feats = batch.features.to(self.device)
-        lengths = batch.feature_lengths.to(self.device)
+    def score(self, features: torch.Tensor, feature_lengths: torch.Tensor,
+              transcripts: List[List[List[int]]]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The score matrices that :meth:`best_paths` aligns, and their valid frames.
+
+        Args:
+          features: Tensor of shape (B, T', F) on the model's device.
+          feature_lengths: Tensor of shape (B,).
+          transcripts: token ids per word per utterance.
+
+        Returns:
+          ``(scores, frames)``: posteriors: log posteriors of shape (B, T, C), blank penalty
+          applied, no scales; grad/gradext: ``G`` of shape (B, S, T'). ``frames``: Tensor of
+          shape (B,), valid frames of each matrix.
+        """
         if self.scores == "posterior":
             with torch.no_grad():
-                h, frames = self.model.forward_encoder(feats, lengths)
+                h, frames = self.model.forward_encoder(features, feature_lengths)
                 scores = self.model.ctc_log_probs(self.model.ctc_logits(h))
                 if self.blank_penalty:
                     scores = apply_blank_penalty(scores, self.model.blank, self.blank_penalty)
-        else:
-            frames = lengths
-            scores = gradient_scores(self.model, feats, lengths, batch.transcripts, p=self.grad["p"],
-                                     chunk_size=self.grad["chunk_size"], prefix=self.grad["prefix"])  # (B, S, T')
-        valid = valid_frame_mask(frames, scores.shape[1] if self.scores == "posterior" else scores.shape[2])
+            return scores, frames
+        scores = gradient_scores(self.model, features, feature_lengths, transcripts, p=self.grad["p"],
+                                 chunk_size=self.grad["chunk_size"], prefix=self.grad["prefix"])
+        return scores, feature_lengths
+
+    def has_nan(self, scores: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """BoolTensor of shape (B,): the valid part of an utterance's scores holds a NaN."""
+        time_dim = 1 if self.scores == "posterior" else 2
+        valid = valid_frame_mask(frames, scores.shape[time_dim]).unsqueeze(3 - time_dim)
+        return (torch.isnan(scores) & valid).flatten(1).any(1)
+
+    def best_paths(self, scores: torch.Tensor, frames: torch.Tensor, transcripts: List[List[List[int]]]
+                   ) -> Tuple[List[Optional[Alignment]], List[int]]:
+        """Best paths of :meth:`score`'s matrices (None where an utterance is too short).
+
+        Returns:
+          ``(alignments, needed)``: one :class:`Alignment` or None per utterance, and the
+          frames each transcript needs.
+        """
         if self.scores == "posterior":
-            has_nan = (torch.isnan(scores) & valid[:, :, None]).flatten(1).any(1)
-        else:
-            has_nan = (torch.isnan(scores) & valid[:, None, :]).flatten(1).any(1)
+            graphs = self.topology.compile(transcripts, device=self.device)
+            alignments = viterbi_align(scores, frames, graphs, self.posterior_scale, self.prior_scale,
+                                       self.log_prior, self.transition_scale, on_infeasible="skip")
+            return alignments, graphs.min_frames.tolist()
+        alignments = grad_align(scores, frames, transcripts, variant=self.scores,
+                                blank_score=self.grad["blank_score"], percentile=self.grad["percentile"],
+                                on_infeasible="skip")
+        return alignments, [sum(len(w) for w in t) for t in transcripts]
+
+    def _align(self, batch: CutBatch) -> Dict[str, AlignResult]:
+        feats = batch.features.to(self.device)
+        lengths = batch.feature_lengths.to(self.device)
+        scores, frames = self.score(feats, lengths, batch.transcripts)
         out: Dict[str, AlignResult] = {}
         keep = []
-        for b, bad in enumerate(has_nan.tolist()):
+        for b, bad in enumerate(self.has_nan(scores, frames).tolist()):
             if bad:
                 out[batch.cut_ids[b]] = AlignResult(batch.cut_ids[b], batch.durations[b],
                                                     error=_reason("NaN scores", "the model's scores contain NaN"))
@@ -373,16 +408,7 @@ class Aligner:
         index = torch.tensor(keep, device=self.device)
         transcripts = [batch.transcripts[b] for b in keep]
         frames = frames[index]
-        if self.scores == "posterior":
-            graphs = self.topology.compile(transcripts, device=self.device)
-            needed = graphs.min_frames.tolist()
-            alignments = viterbi_align(scores[index], frames, graphs, self.posterior_scale, self.prior_scale,
-                                       self.log_prior, self.transition_scale, on_infeasible="skip")
-        else:
-            needed = [sum(len(w) for w in t) for t in transcripts]
-            alignments = grad_align(scores[index], frames, transcripts, variant=self.scores,
-                                    blank_score=self.grad["blank_score"], percentile=self.grad["percentile"],
-                                    on_infeasible="skip")
+        alignments, needed = self.best_paths(scores[index], frames, transcripts)
         for k, (b, ali) in enumerate(zip(keep, alignments)):
             cut_id, duration = batch.cut_ids[b], batch.durations[b]
             if ali is None:

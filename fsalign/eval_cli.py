@@ -278,7 +278,7 @@ def plot(checkpoint, cuts_path, cut_id, kind, output, ref_path, topology, prior_
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fsalign.checkpoint import load_checkpoint, make_topology
+    from fsalign.checkpoint import load_checkpoint
     from fsalign.corpus import CutDataset, cut_text
     from fsalign.errors import FsalignError
     from fsalign.formats import read_alignments
@@ -298,12 +298,8 @@ def plot(checkpoint, cuts_path, cut_id, kind, output, ref_path, topology, prior_
             raise FsalignError(f"cut {cut_id}: empty transcript, nothing to align")
         dataset = CutDataset(loaded.tokenizer)
         features = dataset.features(cut)
-        topo = None
-        if topology is not None and topology != loaded.metadata.get("topology", {}).get("kind"):
-            topo = make_topology(topology, loaded.tokenizer.num_labels)
-        scores = score_cut(loaded, features, text, kind, topology=topo, prior_scale=prior_scale,
-                           blank_penalty=blank_penalty, p=p_norm, frame_shift_s=dataset.extractor.frame_shift,
-                           device=device, utt_id=cut_id)
+        scores = score_cut(loaded, features, text, kind, topology=topology, prior_scale=prior_scale,
+                           blank_penalty=blank_penalty, p=p_norm, utt_id=cut_id)
     except FsalignError as e:
         raise click.ClickException(str(e)) from None
     fig = plot_cut_alignment(features, scores, token_names=loaded.tokenizer.token_names, ref_words=ref_words,

@@ -22,9 +22,8 @@ import torch
 from fsalign.alignment import Alignment
 
 __all__ = ["plot_grad_scores", "plot_posteriors", "plot_features", "draw_word_boundaries", "plot_cut_alignment",
-           "CutScores", "score_cut", "SCORE_KINDS"]
+           "CutScores", "score_cut"]
 
-SCORE_KINDS = ("posterior", "grad", "gradext")
 WordTimes = Sequence[Tuple[str, float, float]]  # (word, start s, end s)
 
 
@@ -247,83 +246,57 @@ def score_cut(
     features: torch.Tensor,
     text: str,
     kind: str = "posterior",
-    topology=None,
+    topology: Optional[str] = None,
     prior_scale: float = 0.0,
     blank_penalty: float = 0.0,
     p: float = 0.1,
-    frame_shift_s: float = 0.01,
-    device="cpu",
     utt_id: str = "",
 ) -> CutScores:
     """Score matrix and alignment of one utterance with a trained model.
 
-    ``posterior``: the model's CTC/HMM log posteriors (blank penalty ``k`` added to the
-    blank logit, Table 14) aligned by :func:`fsalign.viterbi_align` under the checkpoint's
-    topology with its training posterior and transition scales (under another ``topology``
-    with scales 1), and ``prior_scale`` times the checkpoint's corpus prior (as
-    :class:`fsalign.align.Aligner` does for a whole corpus). ``grad``/``gradext``: ``G`` of
+    The scores and the alignment are those of :class:`fsalign.align.Aligner` (what
+    ``fsalign align`` writes for the same options): ``posterior``: the model's log posteriors
+    (blank penalty ``k`` added, Table 14) aligned by Viterbi under the checkpoint's topology
+    with its training scales (under another ``topology`` with scales 1), with ``prior_scale``
+    times the checkpoint's corpus prior; ``grad``/``gradext``: ``G`` of
     :func:`fsalign.gradient_scores` (norm ``p``) aligned by :func:`fsalign.grad_align` at the
     input frame rate.
 
     Args:
-      loaded: :class:`fsalign.checkpoint.LoadedCheckpoint` (model on ``device``).
+      loaded: :class:`fsalign.checkpoint.LoadedCheckpoint` (the model's device is used).
       features: Tensor of shape (T', F).
       text: the transcript.
       kind: "posterior", "grad" or "gradext".
-      topology: a :class:`fsalign.Topology` other than the checkpoint's, or None (the checkpoint's).
+      topology: "ctc", "hmm" or "relaxed" for posterior alignment, or None (the checkpoint's).
       prior_scale: β (posterior only; needs a checkpoint with a corpus prior if > 0).
-      blank_penalty: k added to the blank logit (posterior only).
+      blank_penalty: k added to the blank log-probability (posterior only).
       p: the p-norm of G.
-      frame_shift_s: seconds per input feature frame.
-      device: where to compute.
       utt_id: named in errors.
 
     Raises:
       FsalignError: unknown kind, text the tokenizer cannot encode, too few frames for the
         transcript, scores with NaN, or a prior scale without a corpus prior.
     """
+    from fsalign.align import Aligner
     from fsalign.errors import FsalignError
-    from fsalign.gradscore import grad_align, gradient_scores
-    from fsalign.scores import apply_blank_penalty
     from fsalign.tokenizers import normalize_words
-    from fsalign.viterbi import viterbi_align
 
-    if kind not in SCORE_KINDS:
-        raise FsalignError(f"scores must be one of {SCORE_KINDS}, got {kind!r}")
-    model, tokenizer, default_topology, metadata = loaded
-    transcript = tokenizer.encode(text)
+    aligner = Aligner(loaded, kind, topology, prior_scale, blank_penalty, grad_p=p)
+    transcript = loaded.tokenizer.encode(text)
     if transcript is None:
-        raise FsalignError(f"cut {utt_id}: cannot encode {text!r}: {tokenizer.find_oov(text)} out of vocabulary")
-    feats = features.to(device=device, dtype=torch.float32)[None]
-    lengths = torch.tensor([feats.shape[1]], device=device)
-    if kind == "posterior":
-        with torch.no_grad():
-            h, enc_lengths = model.forward_encoder(feats, lengths)
-            log_probs = model.ctc_log_probs(model.ctc_logits(h))
-            if blank_penalty:
-                log_probs = apply_blank_penalty(log_probs, model.blank, blank_penalty)
-        matrix = log_probs[0, : int(enc_lengths[0])]
-        if torch.isnan(matrix).any():
-            raise FsalignError(f"cut {utt_id}: the model's posteriors contain NaN")
-        log_prior = metadata.get("corpus_prior") if prior_scale else None
-        if prior_scale and log_prior is None:
-            raise FsalignError("--prior-scale > 0 needs a checkpoint with a corpus prior; this one has none")
-        crit = (metadata.get("criterion") or {}) if topology is None else {}  # scales of the training topology
-        graphs = (topology or default_topology).compile([transcript], device=device)
-        alignment = viterbi_align(
-            log_probs, enc_lengths, graphs, posterior_scale=crit.get("posterior_scale", 1.0),
-            transition_scale=crit.get("transition_scale", 1.0), prior_scale=prior_scale,
-            log_prior=None if log_prior is None else log_prior.to(device),
-        )[0]  # fmt: skip
-        step = frame_shift_s * model.subsampling
-    else:
-        G = gradient_scores(model, feats, lengths, [transcript], p=p, chunk_size=32)
-        matrix = G[0]
-        if torch.isnan(matrix).any():
-            raise FsalignError(f"cut {utt_id}: the gradient scores contain NaN")
-        alignment = grad_align(G, lengths, [transcript], variant=kind)[0]
-        step = frame_shift_s
-    return CutScores(kind, matrix.detach().cpu(), alignment, step, transcript, normalize_words(text))
+        raise FsalignError(f"cut {utt_id}: cannot encode {text!r}: {loaded.tokenizer.find_oov(text)} out of vocabulary")
+    feats = features.to(device=aligner.device, dtype=torch.float32)[None]
+    lengths = torch.tensor([feats.shape[1]], device=aligner.device)
+    scores, frames = aligner.score(feats, lengths, [transcript])
+    if bool(aligner.has_nan(scores, frames)[0]):
+        raise FsalignError(f"cut {utt_id}: the model's scores contain NaN")
+    (alignment,), (needed,) = aligner.best_paths(scores, frames, [transcript])
+    if alignment is None:
+        raise FsalignError(f"cut {utt_id}: {int(frames[0])} frames, the transcript needs {needed}")
+    n = int(frames[0])
+    matrix = scores[0, :n] if kind == "posterior" else scores[0, :, :n]
+    return CutScores(kind, matrix.detach().cpu(), alignment, aligner.frame_step_s, transcript,
+                     normalize_words(text))
 
 
 def plot_cut_alignment(
