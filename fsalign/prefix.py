@@ -196,26 +196,25 @@ def ctc_prefix_log_probs(
     # allocate and fill a (B, T, S) gradient at every frame)
     steps = range(int(lengths.max()) if B else 0)
     label_t, blank_t = lp_label.unbind(1), lp_blank.unbind(1)
-    enters, ends = [], []
+    per_frame = []  # onset: the entries into a_s at t; forward: the alignments of a_1^s ending at t
     for t in steps:
         from_label = torch.cat([neg_inf_col, alpha_label[:, :-1]], dim=1).masked_fill(no_skip, _NEG_INF)
         enter = _log_add(alpha_blank[:, :S], from_label) + label_t[t]  # a_s first emitted at t
-        enters.append(enter)
         new_blank = _log_add(alpha_blank[:, 1:], alpha_label)
         alpha_label = _log_add(alpha_label + label_t[t], enter)
         alpha_blank = torch.cat([alpha_blank[:, :1], new_blank], dim=1) + blank_t[t][:, None]
-        if definition == "forward":  # y_1^t aligns a_1^s (s = 0..S): ends in a_s or in the blank after it
-            ends.append(torch.cat([alpha_blank[:, :1], _log_add(alpha_blank[:, 1:], alpha_label)], dim=1))
+        if definition == "onset":
+            per_frame.append(enter)
+        else:  # y_1^t aligns a_1^s (s = 0..S): ends in a_s or in the blank after it
+            per_frame.append(torch.cat([alpha_blank[:, :1], _log_add(alpha_blank[:, 1:], alpha_label)], dim=1))
     first = log_probs.new_zeros(B, 1)
-    if not enters:
+    if not per_frame:
         prefix = log_probs.new_full((B, S), _NEG_INF)
-    elif definition == "onset":
-        enter_all = torch.stack(enters, dim=1).masked_fill(~frame_valid[:, : len(enters), None], _NEG_INF)
-        prefix = _log_sum(enter_all, dim=1)  # log P(a_1^s), s = 1..S: (B, S)
     else:
-        end_all = torch.stack(ends, dim=1).masked_fill(~frame_valid[:, : len(ends), None], _NEG_INF)
-        total = _log_sum(end_all, dim=1)  # (B, S + 1): s = 0..S
-        first, prefix = total[:, :1], total[:, 1:]
+        stacked = torch.stack(per_frame, dim=1).masked_fill(~frame_valid[:, : len(per_frame), None], _NEG_INF)
+        prefix = _log_sum(stacked, dim=1)  # onset: log P(a_1^s), s = 1..S; forward: s = 0..S
+        if definition == "forward":
+            first, prefix = prefix[:, :1], prefix[:, 1:]
 
     previous = torch.cat([first, prefix[:, :-1]], dim=1)
     impossible = prefix == _NEG_INF

@@ -53,8 +53,8 @@ class ConformerConfig:
       blank: blank/silence column.
       aed_layers: layers of the auxiliary attention decoder (0 = none).
       input_norm: ``"utterance"``: each utterance's features are normalised to zero mean and
-        unit variance per dimension over its valid frames (CMVN) before anything else, which
-        makes raw log-mel input train several times faster from scratch; ``"none"``: as given.
+        unit variance per dimension over its valid frames (CMVN) before anything else (the raw
+        log-mel values lie around -15..5); ``"none"``: as given.
       spec_augment: apply SpecAugment in training mode.
       freq_mask_param, num_freq_masks, time_mask_param, num_time_masks, time_mask_ratio:
         SpecAugment masks (widths in bins / input frames; a time mask is at most
