@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import List, Sequence
+from typing import Sequence
 
 import torch
 
@@ -120,7 +120,7 @@ def demo_corpus(out: Path, epochs: int) -> None:
         tse_json = ctm.with_suffix(".tse.json")
         _run([py, "-m", "fsalign.cli", "tse", "--ref", str(REFERENCE), "--hyp", str(ctm), "--json", str(tse_json)])
         rows.append((label, json.loads(tse_json.read_text()), seconds))
-    first_cut = next(iter(_cut_ids(dev_cuts)))
+    first_cut = _first_cut_id(dev_cuts)
     for model, scores in (("hmm_phone", "posterior"), ("ctc_char", "posterior"), ("ctc_char", "grad")):
         _run([py, "-m", "fsalign.cli", "plot", "--checkpoint", str(exp / model / "best.pt"), "--cuts", str(dev_cuts),
               "--cut-id", first_cut, "--scores", scores, "--ref", str(REFERENCE),
@@ -129,10 +129,10 @@ def demo_corpus(out: Path, epochs: int) -> None:
     print(f"corpus part finished in {time.time() - t0:.0f} s")
 
 
-def _cut_ids(path: Path) -> List[str]:
+def _first_cut_id(path: Path) -> str:
     from lhotse import load_manifest_lazy
 
-    return [c.id for c in load_manifest_lazy(path)]
+    return next(iter(load_manifest_lazy(path))).id
 
 
 def print_table(rows, exp: Path) -> None:
