@@ -13,7 +13,6 @@ A checkpoint is a dict saved with ``torch.save``:
   ``stage``.
 """
 import inspect
-import os
 import random
 from pathlib import Path
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Union
@@ -21,6 +20,7 @@ from typing import Any, Dict, Mapping, NamedTuple, Optional, Union
 import numpy as np
 import torch
 
+from fsalign._io import atomic_path
 from fsalign.errors import FsalignError
 from fsalign.models.conformer import ConformerConfig, ConformerModel
 from fsalign.tokenizers import Tokenizer
@@ -49,10 +49,8 @@ def make_topology(kind: str, num_labels: int, **params) -> Topology:
 def save_checkpoint(state: Mapping[str, Any], path: Pathlike) -> Path:
     """Writes ``state`` to ``path`` atomically (temporary file in the same directory + ``os.replace``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(dict(state), tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(dict(state), tmp)
     return path
 
 

@@ -278,6 +278,7 @@ def plot(checkpoint, cuts_path, cut_id, kind, output, ref_path, topology, prior_
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from fsalign._io import atomic_path
     from fsalign.checkpoint import load_checkpoint
     from fsalign.corpus import CutDataset, cut_text
     from fsalign.errors import FsalignError
@@ -304,13 +305,11 @@ def plot(checkpoint, cuts_path, cut_id, kind, output, ref_path, topology, prior_
         raise click.ClickException(str(e)) from None
     fig = plot_cut_alignment(features, scores, token_names=loaded.tokenizer.token_names, ref_words=ref_words,
                              frame_shift_s=dataset.extractor.frame_shift, blank=loaded.model.blank, title=cut_id)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
     try:
-        fig.savefig(tmp, dpi=120, format=output.suffix.lstrip(".").lower() or "png")
+        with atomic_path(output) as tmp:
+            fig.savefig(tmp, dpi=120, format=output.suffix.lstrip(".").lower() or "png")
     except ValueError as e:
         raise click.ClickException(f"{output}: cannot write this image format: {e}") from None
     finally:
         plt.close(fig)
-    tmp.replace(output)
     click.echo(f"wrote {output}: {len(scores.alignment.words)} words, {kind} scores")

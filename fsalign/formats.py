@@ -19,12 +19,12 @@ a hypothesis compare words only. Writers are deterministic (identical input, byt
 file) and replace a final file atomically (temporary file in the same folder + ``os.replace``).
 """
 import math
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Union
 
+from fsalign._io import atomic_open, atomic_path
 from fsalign.errors import FsalignError
 
 __all__ = [
@@ -114,11 +114,8 @@ def _keep(spans: Iterable[TimedSpan]) -> List[TimedSpan]:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+    with atomic_open(path, "w", encoding="utf-8", newline="\n") as f:
         f.write(text)
-    os.replace(tmp, path)
 
 
 # --- CTM ---------------------------------------------------------------------------------
@@ -222,12 +219,9 @@ def write_textgrid(utt: UtteranceTimes, path: Pathlike) -> None:
     grid = textgrid.Textgrid()
     for name, entries in tiers.items():
         grid.addTier(IntervalTier(name, entries, 0.0, xmax))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    grid.save(str(tmp), format="long_textgrid", includeBlankSpaces=True, minimumIntervalLength=None,
-              reportingMode="error")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        grid.save(str(tmp), format="long_textgrid", includeBlankSpaces=True, minimumIntervalLength=None,
+                  reportingMode="error")
 
 
 def _open_textgrid(path: Path):

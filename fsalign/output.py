@@ -12,11 +12,11 @@ for byte equal to an unsharded run with the same options.
 """
 import gzip
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Union
 
+from fsalign._io import atomic_open
 from fsalign.errors import FsalignError
 
 __all__ = ["OUTPUT_KINDS", "output_kind", "journal_path", "failed_path", "check_cut_ids", "write_failed", "render",
@@ -62,20 +62,6 @@ def check_cut_ids(kind: str, ids: Iterable[str]) -> None:
             raise FsalignError(f"cut id {unusable!r} cannot name a TextGrid file; write .ctm or .jsonl.gz instead")
 
 
-def _atomic_file(path: Path):
-    """(temporary path next to ``path``, open binary file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    return tmp, open(tmp, "wb")
-
-
-def _finish(tmp: Path, f, path: Path) -> None:
-    f.flush()
-    os.fsync(f.fileno())
-    f.close()
-    os.replace(tmp, path)
-
-
 def _gzip_writer(raw):
     """A gzip stream without file name or time stamp in its header (the same bytes on every run)."""
     return gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0)
@@ -88,9 +74,8 @@ def write_failed(path: Path, rows: List[List[str]]) -> None:
         if path.exists():
             path.unlink()  # a stale list from an earlier run would mislead
         return
-    tmp, f = _atomic_file(path)
-    f.write(("cut_id\treason\n" + "".join(f"{i}\t{' '.join(r.split())}\n" for i, r in rows)).encode("utf-8"))
-    _finish(tmp, f, path)
+    with atomic_open(path) as f:
+        f.write(("cut_id\treason\n" + "".join(f"{i}\t{' '.join(r.split())}\n" for i, r in rows)).encode("utf-8"))
 
 
 def render(kind: str, output: Path, results: Iterable, cuts: Optional[Iterable] = None,
@@ -116,8 +101,7 @@ def render(kind: str, output: Path, results: Iterable, cuts: Optional[Iterable] 
             if r.times is not None:
                 write_textgrid(r.times, output / f"{r.cut_id}.TextGrid")
         return
-    tmp, raw = _atomic_file(output)
-    try:
+    with atomic_open(output) as raw:
         if kind == "ctm":
             for r in results:
                 if r.times is not None:
@@ -132,11 +116,6 @@ def render(kind: str, output: Path, results: Iterable, cuts: Optional[Iterable] 
                     stream.write((line + "\n").encode("utf-8"))
             if stream is not raw:
                 stream.close()
-        _finish(tmp, raw, output)
-    except BaseException:
-        raw.close()
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 
@@ -179,20 +158,11 @@ def _merge(kind: str, inputs: List[Path], output: Path) -> int:
                 claim(grid.stem, k)
         output.mkdir(parents=True, exist_ok=True)
         for utt, k in seen.items():
-            path = inputs[k]
-            tmp, f = _atomic_file(output / f"{utt}.TextGrid")
-            with open(path / f"{utt}.TextGrid", "rb") as src:
+            with open(inputs[k] / f"{utt}.TextGrid", "rb") as src, atomic_open(output / f"{utt}.TextGrid") as f:
                 shutil.copyfileobj(src, f)
-            _finish(tmp, f, output / f"{utt}.TextGrid")
     else:
-        tmp, raw = _atomic_file(output)
-        try:
+        with atomic_open(output) as raw:  # a failed merge leaves nothing behind
             _concatenate(kind, inputs, raw, output, claim)
-        except BaseException:
-            raw.close()
-            tmp.unlink(missing_ok=True)  # a failed merge leaves nothing behind
-            raise
-        _finish(tmp, raw, output)
     rows = []
     for path in inputs:
         listed = failed_path(path)
