@@ -13,7 +13,7 @@ from fsalign._compat import check_stack
 
 check_stack()
 
-from fsalign.alignment import Alignment, TokenSpan, WordSpan  # noqa: E402
+from fsalign.alignment import Alignment, TokenSpan, WordSpan, frame_time_offset  # noqa: E402
 from fsalign.errors import FsalignError, InfeasibleAlignment  # noqa: E402
 from fsalign.fullsum import full_sum_loss, full_sum_scores, soft_alignment  # noqa: E402
 from fsalign.gradscore import grad_align, grad_score_matrix, gradient_scores  # noqa: E402
@@ -81,6 +81,7 @@ __all__ = [
     "blank_separated_log_probs",
     "ctc_prefix_log_probs",
     "estimate_corpus_prior",
+    "frame_time_offset",
     "full_sum_loss",
     "full_sum_scores",
     "grad_align",

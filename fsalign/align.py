@@ -15,11 +15,13 @@
 * :func:`align_cuts` runs the plan through a DataLoader and yields the
   :class:`AlignResult` s of each batch.
 
-Times: a frame ``f`` of the score matrix starts at ``f * step`` seconds with ``step`` the
-feature shift times the model's subsampling (posteriors) or the feature shift
-(gradient scores). A word starts at the first frame of its first token and ends at the
-end of the last frame of its last token (paper, section 5); ends are clipped to the
-duration of the cut.
+Times: a frame ``f`` of the score matrix starts at ``f * step + offset`` seconds with
+``step`` the feature shift times the model's subsampling (posteriors) or the feature
+shift (gradient scores), and ``offset`` that of :func:`fsalign.alignment.frame_time_offset`
+(posteriors: -(subsampling - 1) / 2 feature frames, so that each encoder frame's span is
+centred on the feature frame its frontend centres it on; gradient scores: 0). A word
+starts at the first frame of its first token and ends at the end of the last frame of its
+last token (paper, section 5); times are clipped to [0, duration of the cut].
 
 Dimension symbols:
   B: cuts in a batch.
@@ -40,7 +42,7 @@ import torch
 from lhotse import CutSet
 from lhotse.cut import Cut
 
-from fsalign.alignment import Alignment
+from fsalign.alignment import Alignment, frame_time_offset
 from fsalign.checkpoint import TOPOLOGIES, LoadedCheckpoint, make_topology
 from fsalign.corpus import CutDataset, _SimpleCutSampler, cut_text
 from fsalign.errors import FsalignError
@@ -312,10 +314,11 @@ class Aligner:
         frame_shift = float(self.metadata.get("frame_shift_s", 0.01))
         subsampling = int(self.metadata.get("subsampling", getattr(self.model, "subsampling", 1)))
         self.frame_step_s = frame_shift * subsampling if scores == "posterior" else frame_shift
+        self.time_offset_s = frame_time_offset(frame_shift, subsampling if scores == "posterior" else 1)
 
     def settings(self) -> dict:
         """Everything that determines the alignments (recorded with the results)."""
-        common = {"scores": self.scores, "frame_step_s": self.frame_step_s}
+        common = {"scores": self.scores, "frame_step_s": self.frame_step_s, "time_offset_s": self.time_offset_s}
         if self.scores == "posterior":
             return {**common, "topology": self.topology_kind, "posterior_scale": self.posterior_scale,
                     "transition_scale": self.transition_scale, "prior_scale": self.prior_scale,
@@ -422,11 +425,12 @@ class Aligner:
 
     def times(self, cut_id: str, duration: Seconds, words: List[str], transcript: List[List[int]],
               ali: Alignment) -> UtteranceTimes:
-        """Seconds of the word and token spans of ``ali`` (ends clipped to ``duration``)."""
-        step = self.frame_step_s
+        """Seconds of the word and token spans of ``ali`` (clipped to [0, ``duration``])."""
+        step, offset = self.frame_step_s, self.time_offset_s
 
         def span(label: str, start: int, end: int) -> TimedSpan:
-            return TimedSpan(label, round(start * step, 9), round(min(end * step, duration), 9))
+            start_s = min(max(start * step + offset, 0.0), duration)
+            return TimedSpan(label, round(start_s, 9), round(min(max(end * step + offset, start_s), duration), 9))
 
         if len(words) != len(transcript):  # a tokenizer that splits differently: name words by their tokens
             words = [self.tokenizer.decode([w]).replace(" ", "_") for w in transcript]

@@ -5,8 +5,9 @@ Dimension symbols used in this module:
 
 Spans are in frames of the score matrix, ``start`` inclusive and ``end``
 exclusive (as torchaudio's ``TokenSpan``). Times in seconds are
-``frame * frame_shift_s * subsampling``: a word's end time is the end of its
-last frame.
+``frame * frame_shift_s * subsampling + offset_s`` (clipped at 0): a word's end time is
+the end of its last frame. ``offset_s`` places each frame on the audio it was computed
+from; :func:`frame_time_offset` gives it for subsampled encoder frames.
 """
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional, Sequence, Tuple
@@ -14,9 +15,25 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-__all__ = ["TokenSpan", "WordSpan", "Alignment", "Seconds", "spans_from_path"]
+__all__ = ["TokenSpan", "WordSpan", "Alignment", "Seconds", "spans_from_path", "frame_time_offset"]
 
 Seconds = float
+
+
+def frame_time_offset(frame_shift_s: Seconds, subsampling: int = 1) -> Seconds:
+    """Where encoder frame 0 starts relative to ``0 * frame_shift_s * subsampling``, in seconds.
+
+    Feature frame ``k`` of lhotse's (Kaldi-compatible, ``snip_edges=False``) extractors is
+    centred at ``(k + 1/2) * frame_shift_s``, so with ``subsampling == 1`` the span
+    ``[k, k + 1) * frame_shift_s`` is centred on its audio and the offset is 0. A subsampling
+    frontend of centred convolutions (kernel ``2p + 1``, padding ``p``, stride ``s``; every
+    frontend in :mod:`fsalign.models`) centres encoder frame ``u`` on feature frame
+    ``subsampling * u``, i.e. at ``(subsampling * u + 1/2) * frame_shift_s``; a span of
+    ``subsampling * frame_shift_s`` centred there starts ``(subsampling - 1) / 2`` feature
+    frames before ``subsampling * u * frame_shift_s``. Returns ``-(subsampling - 1) / 2 *
+    frame_shift_s`` (-15 ms for 10 ms features and factor 4, -25 ms for factor 6).
+    """
+    return -(subsampling - 1) / 2 * frame_shift_s
 
 
 class _FrameSpan:
@@ -29,10 +46,10 @@ class _FrameSpan:
     def num_frames(self) -> int:
         return self.end - self.start
 
-    def seconds(self, frame_shift_s: Seconds, subsampling: int = 1) -> Tuple[Seconds, Seconds]:
-        """(start, end) in seconds."""
+    def seconds(self, frame_shift_s: Seconds, subsampling: int = 1, offset_s: Seconds = 0.0) -> Tuple[Seconds, Seconds]:
+        """(start, end) in seconds: ``frame * frame_shift_s * subsampling + offset_s``, at least 0."""
         step = frame_shift_s * subsampling
-        return self.start * step, self.end * step
+        return max(0.0, self.start * step + offset_s), max(0.0, self.end * step + offset_s)
 
 
 @dataclass(frozen=True)
@@ -92,13 +109,15 @@ class Alignment:
     def num_frames(self) -> int:
         return int(self.labels.shape[0])
 
-    def word_times(self, frame_shift_s: Seconds, subsampling: int = 1) -> List[Tuple[Seconds, Seconds]]:
-        """(start, end) in seconds of every word."""
-        return [w.seconds(frame_shift_s, subsampling) for w in self.words]
+    def word_times(self, frame_shift_s: Seconds, subsampling: int = 1,
+                   offset_s: Seconds = 0.0) -> List[Tuple[Seconds, Seconds]]:
+        """(start, end) in seconds of every word (see :meth:`TokenSpan.seconds`)."""
+        return [w.seconds(frame_shift_s, subsampling, offset_s) for w in self.words]
 
-    def token_times(self, frame_shift_s: Seconds, subsampling: int = 1) -> List[Tuple[Seconds, Seconds]]:
-        """(start, end) in seconds of every token."""
-        return [t.seconds(frame_shift_s, subsampling) for t in self.tokens]
+    def token_times(self, frame_shift_s: Seconds, subsampling: int = 1,
+                   offset_s: Seconds = 0.0) -> List[Tuple[Seconds, Seconds]]:
+        """(start, end) in seconds of every token (see :meth:`TokenSpan.seconds`)."""
+        return [t.seconds(frame_shift_s, subsampling, offset_s) for t in self.tokens]
 
     def to_dict(self) -> dict:
         return {

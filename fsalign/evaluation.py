@@ -1,7 +1,9 @@
 """Evaluation of a trained model on a cut set: loss, greedy LER, alignment quality (A.4.2).
 
 Alignment quality compares Viterbi word spans under the training topology (with the
-training scales) against the reference word times the cuts carry (``Batch.word_alignments``).
+training scales) against the reference word times the cuts carry (``Batch.word_alignments``);
+encoder frames are placed on the audio as ``fsalign align`` places them
+(:func:`fsalign.alignment.frame_time_offset`).
 
 Dimension symbols:
   B: batch size.
@@ -13,6 +15,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from fsalign.alignment import frame_time_offset
 from fsalign.fullsum import full_sum_loss
 from fsalign.metrics import (
     Average,
@@ -80,6 +83,7 @@ def evaluate(
             continue
         batch = batch.to(device)
         frame_s = batch.frame_shift_s * model.subsampling
+        offset_s = frame_time_offset(batch.frame_shift_s, model.subsampling)
         h, lengths = model.forward_encoder(batch.features, batch.feature_lengths)
         log_probs = model.ctc_log_probs(model.ctc_logits(h))
         graphs = topology.compile(batch.transcripts, device=device)
@@ -103,14 +107,14 @@ def evaluate(
                 infeasible += 1
                 continue
             sil = sil + silence_ratio([ali.labels], silence=blank)
-            dur = dur + average_token_duration([ali.token_times(frame_s)])
+            dur = dur + average_token_duration([ali.token_times(frame_s)])  # durations: no offset
             if ref is None:
                 continue
             if len(ref) != len(ali.words):
                 unscored += 1
                 continue
             ref_spans.append([(item.start, item.start + item.duration) for item in ref])
-            hyp_spans.append(ali.word_times(frame_s))
+            hyp_spans.append(ali.word_times(frame_s, offset_s=offset_s))
         tse = tse + time_stamp_error(ref_spans, hyp_spans)
     model.train(was_training)
     return {

@@ -101,6 +101,7 @@ def plot_posteriors(
     frame_shift_s: Optional[float] = None,
     ax=None,
     title: Optional[str] = None,
+    time_offset_s: float = 0.0,
 ):
     """Draws the log posteriors of blank/silence and of every transcript position (Figures 5, 6).
 
@@ -119,6 +120,8 @@ def plot_posteriors(
       frame_shift_s: seconds per frame of ``log_probs`` (else the x axis is in frames).
       ax: a matplotlib Axes to draw into (default: a new figure).
       title: optional title.
+      time_offset_s: with ``frame_shift_s``, where frame 0 starts in seconds
+        (:func:`fsalign.alignment.frame_time_offset`; 0: at 0).
 
     Returns:
       The matplotlib Axes.
@@ -138,14 +141,15 @@ def plot_posteriors(
     if ax is None:
         _, ax = plt.subplots(figsize=(max(4.0, num_frames / 25), max(2.0, len(columns) / 4)))
     step = _frames_axis(ax, frame_shift_s)
+    x0 = time_offset_s if frame_shift_s is not None else 0.0
     finite = image[image > float("-inf")]
     shown = ax.imshow(image, aspect="auto", origin="lower", interpolation="nearest", cmap="viridis",
-                      vmin=float(finite.min()) if finite.size else None, extent=(0, num_frames * step, -0.5,
-                                                                                  len(columns) - 0.5))
+                      vmin=float(finite.min()) if finite.size else None,
+                      extent=(x0, x0 + num_frames * step, -0.5, len(columns) - 0.5))
     ax.figure.colorbar(shown, ax=ax, label="log posterior")
     if alignment is not None:
         for span in alignment.tokens:
-            ax.add_patch(Rectangle((span.start * step, span.position + 0.5), (span.end - span.start) * step, 1.0,
+            ax.add_patch(Rectangle((x0 + span.start * step, span.position + 0.5), (span.end - span.start) * step, 1.0,
                                    fill=False, edgecolor="red", linewidth=1.0))
         labels = alignment.labels[:num_frames].tolist()
         start = None
@@ -153,7 +157,7 @@ def plot_posteriors(
             if label == blank and start is None:
                 start = t
             elif label != blank and start is not None:
-                ax.add_patch(Rectangle((start * step, -0.5), (t - start) * step, 1.0, fill=False,
+                ax.add_patch(Rectangle((x0 + start * step, -0.5), (t - start) * step, 1.0, fill=False,
                                        edgecolor="orange", linewidth=1.0))
                 start = None
     if token_names is not None:
@@ -226,6 +230,7 @@ class CutScores:
       alignment: the Viterbi / GradScore alignment, spans in frames of ``matrix``.
       frame_shift_s: seconds per frame of ``matrix``.
       transcript: the token ids per word.
+      time_offset_s: start of frame 0 in seconds (:func:`fsalign.alignment.frame_time_offset`).
       words: the transcript words.
     """
 
@@ -235,10 +240,12 @@ class CutScores:
     frame_shift_s: float
     transcript: List[List[int]]
     words: List[str]
+    time_offset_s: float = 0.0
 
     def word_times(self) -> List[Tuple[str, float, float]]:
         """(word, start s, end s) of the alignment's words."""
-        return [(self.words[w.index], *w.seconds(self.frame_shift_s)) for w in self.alignment.words]
+        return [(self.words[w.index], *w.seconds(self.frame_shift_s, offset_s=self.time_offset_s))
+                for w in self.alignment.words]
 
 
 def score_cut(
@@ -296,7 +303,7 @@ def score_cut(
     n = int(frames[0])
     matrix = scores[0, :n] if kind == "posterior" else scores[0, :, :n]
     return CutScores(kind, matrix.detach().cpu(), alignment, aligner.frame_step_s, transcript,
-                     normalize_words(text))
+                     normalize_words(text), aligner.time_offset_s)
 
 
 def plot_cut_alignment(
@@ -342,7 +349,8 @@ def plot_cut_alignment(
         draw_word_boundaries(ax_feat, ref_words, color="cyan", linestyle="--", label_y=-0.02)
     if scores.kind == "posterior":
         plot_posteriors(scores.matrix, scores.matrix.shape[0], tokens, blank=blank, token_names=token_names,
-                        alignment=scores.alignment, frame_shift_s=scores.frame_shift_s, ax=ax_scores)
+                        alignment=scores.alignment, frame_shift_s=scores.frame_shift_s, ax=ax_scores,
+                        time_offset_s=scores.time_offset_s)
     else:
         names = [token_names[t] for t in tokens] if token_names is not None else None
         plot_grad_scores(scores.matrix, scores.matrix.shape[1], len(tokens), token_names=names,

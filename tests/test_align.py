@@ -99,7 +99,8 @@ def _texts(cuts):
 
 def test_ctm_words_follow_tokens_and_match_engine(setup, tmp_path):
     """Word CTM: transcript words, each from its first token's start to its last token's end
-    (token CTM), at multiples of 40 ms, equal to viterbi_align run directly on one cut."""
+    (token CTM), at multiples of 40 ms less 15 ms (frame_time_offset) or 0, equal to
+    viterbi_align run directly on one cut."""
     root, ckpt, cuts = setup
     _align(ckpt, cuts, tmp_path / "w.ctm")
     _align(ckpt, cuts, tmp_path / "t.ctm", "--level", "token")
@@ -115,7 +116,7 @@ def test_ctm_words_follow_tokens_and_match_engine(setup, tmp_path):
             assert "".join(t for t, _, _ in mine) == word
             assert (start, end) == (mine[0][1], mine[-1][2])
         for _, start, end in tokens[utt]:
-            assert end > start and abs(start / 0.04 - round(start / 0.04)) < 1e-6
+            assert end > start and (start == 0 or abs((start + 0.015) / 0.04 - round((start + 0.015) / 0.04)) < 1e-6)
     # the engine, called directly on the first cut alone
     loaded = load_checkpoint(ckpt)
     cut = next(iter(CutSet.from_file(cuts)))
@@ -125,7 +126,7 @@ def test_ctm_words_follow_tokens_and_match_engine(setup, tmp_path):
         log_probs = loaded.model.ctc_log_probs(loaded.model.ctc_logits(h))
     transcript = loaded.tokenizer.encode(cut.supervisions[0].text)
     ali = viterbi_align(log_probs, lengths, loaded.topology.compile([transcript]))[0]
-    expected = [(round(s * 0.04, 3), round(min(e * 0.04, cut.duration), 3)) for s, e in
+    expected = [(round(max(s * 0.04 - 0.015, 0), 3), round(min(e * 0.04 - 0.015, cut.duration), 3)) for s, e in
                 ((w.start, w.end) for w in ali.words)]
     assert [(s, e) for _, s, e in words[cut.id]] == expected
 
@@ -194,7 +195,8 @@ def test_posterior_options_match_engine(setup, tmp_path):
     ali = viterbi_align(log_probs, lengths, graphs, posterior_scale=0.8, prior_scale=0.5,
                         log_prior=loaded.metadata["corpus_prior"])[0]
     assert [(s, e) for _, s, e in got[cut.id]] == [
-        (round(w.start * 0.04, 3), round(min(w.end * 0.04, cut.duration), 3)) for w in ali.words]
+        (round(max(w.start * 0.04 - 0.015, 0), 3), round(min(w.end * 0.04 - 0.015, cut.duration), 3))
+        for w in ali.words]
     _align(ckpt, cuts, tmp_path / "d.ctm")
     assert _ctm(tmp_path / "d.ctm") != got  # the options changed something
 

@@ -5,6 +5,7 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,7 +13,7 @@ import fsalign.training as training
 from fsalign.checkpoint import load_checkpoint
 from fsalign.corpus import make_dataloader
 from fsalign.gradscore import AedModel, CtcModel
-from fsalign.models.conformer import ConformerConfig, ConformerModel
+from fsalign.models.conformer import ConformerConfig, ConformerModel, ConvSubsampling
 from fsalign.prepare import main as prepare_main
 from fsalign.viterbi import viterbi_align
 
@@ -80,6 +81,45 @@ def test_conformer_lengths_are_ceil_of_subsampled_input(factor):
     expected = [math.ceil(n / factor) for n in lengths.tolist()]
     assert out["lengths"].tolist() == expected
     assert out["logits"].shape == (4, max(expected), 10)
+
+
+def _fbank_frame_of_click(sample: int, sampling_rate: int = 16000) -> int:
+    """The lhotse fbank frame where a click at ``sample`` (in silence) is loudest."""
+    from fsalign.corpus import default_extractor
+
+    audio = np.zeros(sampling_rate, dtype=np.float32)
+    audio[sample] = 1.0
+    feats = default_extractor().extract(audio, sampling_rate)  # (T', F) log-mel
+    return int(np.argmax(feats.sum(axis=1)))
+
+
+@pytest.mark.parametrize("factor", [4, 6])
+def test_frame_time_offset_centres_encoder_frames_on_their_audio(factor):
+    from fsalign.alignment import frame_time_offset
+
+    shift = 0.01
+    # 1) lhotse fbank frame k is centred at (k + 1/2) * shift: a click is loudest there
+    for sample in (4000, 4077, 8159, 12345):
+        k = _fbank_frame_of_click(sample)
+        assert abs((k + 0.5) * shift - sample / 16000) <= shift / 2 + 1e-9, (sample, k)
+    # 2) the conv frontend centres encoder frame u on feature frame factor * u: the input
+    # frames output u depends on (all weights positive, so no ReLU hides one) are symmetric
+    frontend = ConvSubsampling(80, 16, factor=factor, channels=4, dropout=0.0)
+    with torch.no_grad():
+        for p in frontend.parameters():
+            p.copy_(p.abs() + 0.01)
+    x = torch.rand(1, 97, 80, requires_grad=True)
+    out, _ = frontend(x, torch.tensor([97]))
+    for u in (3, 7, 10):
+        (grad,) = torch.autograd.grad(out[0, u].sum(), x, retain_graph=True)
+        support = torch.nonzero(grad[0].abs().sum(dim=1)).flatten()
+        assert (support[0] + support[-1]).item() == 2 * factor * u
+    # 3) so the span [u, u + 1) * factor * shift + offset is centred on (factor * u + 1/2) * shift
+    offset = frame_time_offset(shift, factor)
+    for u in (0, 5, 12):
+        centre = offset + (u + 0.5) * factor * shift
+        assert centre == pytest.approx((factor * u + 0.5) * shift)
+    assert frame_time_offset(shift, 1) == 0.0
 
 
 def test_utterance_cmvn_normalises_valid_frames_only():

@@ -25,6 +25,9 @@ def test_ctc_spans_follow_the_paper_word_boundaries():
     assert [(w.index, w.start, w.end) for w in ali.words] == [(0, 1, 5), (1, 7, 9)]
     # 10 ms frames, subsampling 4: a word ends at the end of its last frame
     assert ali.word_times(0.01, 4) == [pytest.approx((0.04, 0.20)), pytest.approx((0.28, 0.36))]
+    # placed on the audio (offset -15 ms) and clipped at 0
+    assert ali.word_times(0.01, 4, offset_s=-0.015) == [pytest.approx((0.025, 0.185)), pytest.approx((0.265, 0.345))]
+    assert ali.words[0].seconds(0.01, 4, offset_s=-0.05) == pytest.approx((0.0, 0.15))
     assert ali.score == pytest.approx(0.0)
 
 
