@@ -3,8 +3,11 @@
 Criterion (eq. 5-6): ``topology`` ctc | hmm | relaxed, posterior scale α, prior scale β with
 a prior mode (none | static | seq | batch | running, stop-grad), transition scale γ,
 normalized gradient (eq. 11), blank-separated output (eq. 15-17), auxiliary AED loss.
-An HMM is trained after ``--ctc-warmup-epochs`` epochs of plain CTC on the same output
-layer (column 0 is CTC's blank and the HMM's silence); see docs/training.md for why.
+An HMM starts with a warm-up stage (``--warmup``): by default the first third of the epochs
+train the HMM itself with a sequence prior (α=0.5, γ=0.2, β=0.3), which keeps it out of the
+all-silence state full-sum training from scratch falls into; then α=0.7, γ=0.3 without a
+prior. ``--warmup ctc`` trains plain CTC on the same output layer first instead (column 0 is
+CTC's blank and the HMM's silence). See docs/training.md for why and what was measured.
 
 Optimizer: AdamW with the one-cycle schedule of A.4.5/A.4.6 (:func:`one_cycle_lr`).
 Checkpoints: ``EXP/last.pt`` every epoch, ``EXP/best.pt`` by dev loss (of the last
@@ -41,6 +44,7 @@ __all__ = ["add_arguments", "one_cycle_lr", "train", "topology_params", "criteri
 
 logger = logging.getLogger(__name__)
 PRIOR_MODES = ("none", "static", "seq", "batch", "running")
+WARMUPS = ("prior", "ctc", "none")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,10 +69,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--silence-loop", type=float, default=None, help="silence/blank loop prob. (hmm default 0.96)")
     g.add_argument("--normed-grad", action="store_true", help="normalized gradient (eq. 11)")
     g.add_argument("--aed-scale", type=float, default=0.3, help="weight of the auxiliary AED loss")
+    g.add_argument("--warmup", choices=WARMUPS, default="prior",
+                   help="hmm only: the warm-up stage: prior (default): the HMM with a sequence prior and "
+                        "the --warmup-*-scale scales; ctc: plain CTC; none")
+    g.add_argument("--warmup-epochs", type=int, default=None,
+                   help="hmm only: warm-up epochs (default: (epochs + 1) // 3; ctc: at least, see --warmup-max-ler)")
+    g.add_argument("--warmup-posterior-scale", type=float, default=0.5, help="alpha of the prior warm-up")
+    g.add_argument("--warmup-transition-scale", type=float, default=0.2, help="gamma of the prior warm-up")
+    g.add_argument("--warmup-prior-scale", type=float, default=0.3,
+                   help="beta of the prior warm-up (sequence prior, stop-gradient)")
     g.add_argument("--ctc-warmup-epochs", type=int, default=None,
-                   help="hmm only: CTC epochs before the HMM criterion at least (default: epochs // 3)")
+                   help="hmm only: same as --warmup ctc --warmup-epochs N")
     g.add_argument("--warmup-max-ler", type=float, default=0.5,
-                   help="hmm only: extend the CTC warm-up, one epoch at a time up to 2/3 of --epochs, "
+                   help="hmm, --warmup ctc: extend the CTC warm-up, one epoch at a time up to 2/3 of --epochs, "
                         "while the dev greedy LER is above this")
     g = parser.add_argument_group("optimizer")
     g.add_argument("--epochs", type=int, default=30)
@@ -109,25 +122,33 @@ def topology_params(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def criterion_scales(args: argparse.Namespace) -> Dict[str, Any]:
-    """α, β, γ, prior mode and warm-up with the per-topology defaults filled in."""
+    """α, β, γ, prior mode and the warm-up stage with the per-topology defaults filled in."""
     hmm = args.topology == "hmm"
     if args.prior_scale and args.prior == "none":
         raise ValueError("--prior-scale needs a --prior mode other than none")
-    warmup = args.ctc_warmup_epochs
-    if warmup is None:
-        warmup = args.epochs // 3 if hmm else 0
-    if hmm and not 0 <= warmup < args.epochs:
-        raise ValueError(
-            f"--ctc-warmup-epochs must be in [0, --epochs={args.epochs}) so that the HMM trains, got {warmup}"
-        )
+    warmup, epochs = getattr(args, "warmup", "prior"), getattr(args, "warmup_epochs", None)
+    if args.ctc_warmup_epochs is not None:  # the older spelling of --warmup ctc --warmup-epochs N
+        warmup, epochs = "ctc", args.ctc_warmup_epochs
+    if not hmm or warmup == "none":
+        warmup, epochs = "none", 0
+    elif epochs is None:
+        epochs = (args.epochs + 1) // 3
+    if hmm and not 0 <= epochs < args.epochs:
+        raise ValueError(f"--warmup-epochs (--ctc-warmup-epochs) must be in [0, --epochs={args.epochs}) so that "
+                         f"the HMM trains, got {epochs}")
+    if epochs == 0:
+        warmup = "none"
     return {
         "posterior_scale": (0.7 if hmm else 1.0) if args.posterior_scale is None else args.posterior_scale,
         "transition_scale": (0.3 if hmm else 1.0) if args.transition_scale is None else args.transition_scale,
         "prior_scale": args.prior_scale, "prior": args.prior, "prior_grad": args.prior_grad,
-        "ctc_warmup_epochs": warmup if hmm else 0,
-        "max_warmup_epochs": max(warmup, min(2 * args.epochs // 3, args.epochs - 1)) if hmm else 0,
+        "warmup": warmup, "warmup_epochs": epochs,
+        "warmup_scales": {"posterior_scale": getattr(args, "warmup_posterior_scale", 0.5),
+                          "transition_scale": getattr(args, "warmup_transition_scale", 0.2),
+                          "prior_scale": getattr(args, "warmup_prior_scale", 0.3)},
+        "max_warmup_epochs": max(epochs, min(2 * args.epochs // 3, args.epochs - 1)) if warmup == "ctc" else epochs,
         "warmup_max_ler": args.warmup_max_ler,
-    }
+    }  # fmt: skip
 
 
 def _setup_distributed(args) -> tuple:
@@ -148,36 +169,40 @@ def _setup_distributed(args) -> tuple:
 
 
 class _Criterion:
-    """Loss of one batch under the current stage (CTC warm-up or the configured topology)."""
+    """Loss of one batch under the current stage (warm-up or the configured criterion)."""
 
     def __init__(self, args, num_labels: int, scales: Dict[str, Any], static_prior: Optional[torch.Tensor]):
         self.args, self.scales = args, scales
         self.topology = make_topology(args.topology, num_labels, **topology_params(args))
-        self.warmup_topology = make_topology("ctc", num_labels)
+        self.warmup_topology = make_topology("ctc", num_labels) if scales["warmup"] == "ctc" else self.topology
         self.static_prior = static_prior
         self.running = RunningPrior(num_labels)
-        self.warmup_end = scales["ctc_warmup_epochs"]
+        self.warmup_end = scales["warmup_epochs"]
 
     def maybe_extend_warmup(self, epoch: int, dev_ler: Optional[float]) -> None:
-        """After warm-up epoch ``epoch``: one more CTC epoch if the dev LER is still too high."""
-        if (epoch + 1 == self.warmup_end < self.scales["max_warmup_epochs"]
+        """After CTC warm-up epoch ``epoch``: one more CTC epoch if the dev LER is still too high."""
+        if (self.scales["warmup"] == "ctc" and epoch + 1 == self.warmup_end < self.scales["max_warmup_epochs"]
                 and (dev_ler is None or dev_ler > self.scales["warmup_max_ler"])):
             self.warmup_end += 1
             logger.info("dev LER %s > %s: CTC warm-up extended to %d epochs", dev_ler,
                         self.scales["warmup_max_ler"], self.warmup_end)
 
     def stage(self, epoch: int) -> str:
-        return "ctc-warmup" if epoch < self.warmup_end else "main"
+        """``ctc-warmup``, ``prior-warmup`` or ``main``."""
+        return f"{self.scales['warmup']}-warmup" if epoch < self.warmup_end else "main"
 
     def stage_setup(self, epoch: int):
-        """(topology, α, γ, β) of the stage ``epoch`` belongs to."""
-        if self.stage(epoch) == "ctc-warmup":
-            return self.warmup_topology, 1.0, 1.0, 0.0
+        """(topology, α, γ, β, prior mode) of the stage ``epoch`` belongs to."""
+        stage = self.stage(epoch)
+        if stage == "ctc-warmup":
+            return self.warmup_topology, 1.0, 1.0, 0.0, "none"
+        if stage == "prior-warmup":
+            w = self.scales["warmup_scales"]
+            return self.topology, w["posterior_scale"], w["transition_scale"], w["prior_scale"], "seq"
         s = self.scales
-        return self.topology, s["posterior_scale"], s["transition_scale"], s["prior_scale"]
+        return self.topology, s["posterior_scale"], s["transition_scale"], s["prior_scale"], s["prior"]
 
-    def log_prior(self, log_probs, lengths) -> Optional[torch.Tensor]:
-        mode, stop = self.scales["prior"], not self.scales["prior_grad"]
+    def log_prior(self, log_probs, lengths, mode: str, stop: bool) -> Optional[torch.Tensor]:
         if mode == "static":
             return self.static_prior.to(log_probs.device)
         if mode == "seq":
@@ -200,8 +225,9 @@ class _Criterion:
             log_probs = normed_grad_log_softmax(logits, lengths, log_probs_fn=inner.ctc_log_probs)
         else:
             log_probs = inner.ctc_log_probs(logits)
-        topology, alpha, gamma, beta = self.stage_setup(epoch)
-        log_prior = self.log_prior(log_probs, lengths) if beta else None
+        topology, alpha, gamma, beta, mode = self.stage_setup(epoch)
+        stop = self.stage(epoch) == "prior-warmup" or not self.scales["prior_grad"]
+        log_prior = self.log_prior(log_probs, lengths, mode, stop) if beta else None
         graphs = topology.compile(batch.transcripts, device=device)
         nll = full_sum_loss(log_probs, lengths, graphs, posterior_scale=alpha, prior_scale=beta,
                             log_prior=log_prior, transition_scale=gamma)
@@ -316,7 +342,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
                 writer.add_scalar("train/grad_norm", float(grad_norm), step)
                 bar.set_postfix(loss=f"{float(out['loss']):.3f}", lr=f"{lr:.2e}")
         if rank == 0:
-            topo, alpha, gamma, _ = crit.stage_setup(epoch)
+            topo, alpha, gamma, _, _ = crit.stage_setup(epoch)
             metrics = evaluate(model, dev_loader, topo, alpha, gamma, device=device, tokenizer=tokenizer)
             metrics.update(epoch=epoch + 1, step=step, stage=crit.stage(epoch))
             logger.info("epoch %d dev: %s", epoch + 1, json.dumps(metrics))
@@ -360,7 +386,7 @@ def _finish(model, loader, dev_loader, crit, args, device, last_path: Path, best
         save_checkpoint(state, path)
     final = read_checkpoint(best_path if best_path.is_file() else last_path)
     model.load_state_dict(final["model"])
-    topo, alpha, gamma, _ = crit.stage_setup(args.epochs - 1)
+    topo, alpha, gamma, _, _ = crit.stage_setup(args.epochs - 1)
     metrics = evaluate(model, dev_loader, topo, alpha, gamma, device=device, tokenizer=tokenizer)
     metrics.update(checkpoint=str(best_path if best_path.is_file() else last_path), epoch=final["epoch"])
     (Path(args.exp_dir) / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")

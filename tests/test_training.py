@@ -256,7 +256,7 @@ def test_load_checkpoint_gives_a_model_that_aligns(ctc_run, data_dir):
 
 
 def test_resume_after_kill_gives_same_weights_as_uninterrupted(data_dir, tmp_path, monkeypatch):
-    extra = ("--epochs", "2", "--topology", "hmm", "--unit", "phone", "--ctc-warmup-epochs", "1", "--seed", "3")
+    extra = ("--epochs", "2", "--topology", "hmm", "--unit", "phone", "--warmup-epochs", "1", "--seed", "3")
     full = tmp_path / "full"
     training.train(_args(data_dir, full, *extra))
 
@@ -272,7 +272,7 @@ def test_resume_after_kill_gives_same_weights_as_uninterrupted(data_dir, tmp_pat
     with pytest.raises(KeyboardInterrupt):
         training.train(_args(data_dir, killed, *extra))
     monkeypatch.setattr(training, "save_checkpoint", real_save)
-    assert torch.load(killed / "last.pt")["stage"] == "ctc-warmup"
+    assert torch.load(killed / "last.pt")["stage"] == "prior-warmup"
     training.train(_args(data_dir, killed, *extra, "--resume"))
 
     a, b = torch.load(full / "last.pt"), torch.load(killed / "last.pt")
@@ -285,19 +285,26 @@ def test_resume_after_kill_gives_same_weights_as_uninterrupted(data_dir, tmp_pat
 
 def test_hmm_defaults_and_warmup_must_leave_hmm_epochs(tmp_path):
     scales = training.criterion_scales(_args(tmp_path, tmp_path, "--topology", "hmm", "--epochs", "30"))
-    assert (scales["posterior_scale"], scales["transition_scale"], scales["ctc_warmup_epochs"]) == (0.7, 0.3, 10)
+    assert (scales["posterior_scale"], scales["transition_scale"], scales["prior_scale"]) == (0.7, 0.3, 0.0)
+    assert (scales["warmup"], scales["warmup_epochs"]) == ("prior", 10)
+    assert scales["warmup_scales"] == {"posterior_scale": 0.5, "transition_scale": 0.2, "prior_scale": 0.3}
+    assert training.criterion_scales(_args(tmp_path, tmp_path, "--topology", "hmm", "--epochs", "20"))[
+        "warmup_epochs"] == 7
     ctc = training.criterion_scales(_args(tmp_path, tmp_path, "--topology", "ctc", "--epochs", "30"))
-    assert (ctc["posterior_scale"], ctc["transition_scale"], ctc["ctc_warmup_epochs"]) == (1.0, 1.0, 0)
-    with pytest.raises(ValueError, match="ctc-warmup-epochs"):
-        training.criterion_scales(
-            _args(tmp_path, tmp_path, "--topology", "hmm", "--epochs", "3", "--ctc-warmup-epochs", "3")
-        )
+    assert (ctc["posterior_scale"], ctc["transition_scale"], ctc["warmup"], ctc["warmup_epochs"]) == (
+        1.0, 1.0, "none", 0)
+    # the older spelling --ctc-warmup-epochs N is --warmup ctc --warmup-epochs N
+    old = training.criterion_scales(_args(tmp_path, tmp_path, "--topology", "hmm", "--ctc-warmup-epochs", "4"))
+    assert (old["warmup"], old["warmup_epochs"]) == ("ctc", 4)
+    for flags in (("--ctc-warmup-epochs", "3"), ("--warmup-epochs", "3")):
+        with pytest.raises(ValueError, match="warmup-epochs"):
+            training.criterion_scales(_args(tmp_path, tmp_path, "--topology", "hmm", "--epochs", "3", *flags))
     with pytest.raises(ValueError, match="prior"):
         training.criterion_scales(_args(tmp_path, tmp_path, "--prior-scale", "0.3"))
 
 
 def test_ctc_warmup_extends_while_dev_ler_is_high_up_to_two_thirds(tmp_path):
-    args = _args(tmp_path, tmp_path, "--topology", "hmm", "--epochs", "9")
+    args = _args(tmp_path, tmp_path, "--topology", "hmm", "--epochs", "9", "--warmup", "ctc", "--warmup-epochs", "3")
     crit = training._Criterion(args, 5, training.criterion_scales(args), None)
     assert crit.warmup_end == 3 and crit.stage(2) == "ctc-warmup" and crit.stage(3) == "main"
     crit.maybe_extend_warmup(1, 0.9)  # not the last warm-up epoch: no change
@@ -308,3 +315,44 @@ def test_ctc_warmup_extends_while_dev_ler_is_high_up_to_two_thirds(tmp_path):
     crit = training._Criterion(args, 5, training.criterion_scales(args), None)
     crit.maybe_extend_warmup(2, 0.3)  # LER low enough: HMM from epoch 3
     assert crit.warmup_end == 3 and crit.stage_setup(3)[0] is crit.topology
+    # the prior warm-up has a fixed length
+    args = _args(tmp_path, tmp_path, "--topology", "hmm", "--epochs", "9")
+    crit = training._Criterion(args, 5, training.criterion_scales(args), None)
+    crit.maybe_extend_warmup(2, 0.9)
+    assert crit.warmup_end == 3 and crit.stage(2) == "prior-warmup" and crit.stage(3) == "main"
+
+
+def test_prior_warmup_loss_is_the_hmm_with_a_stop_gradient_sequence_prior(data_dir, tmp_path):
+    """Warm-up: α=0.5, γ=0.2, β=0.3 with the utterance's own prior (eq. 6), gradient only
+    through the posterior; main stage: α=0.7, γ=0.3, no prior. Checked against
+    full_sum_loss called with the prior computed here."""
+    from fsalign.fullsum import full_sum_loss
+
+    args = _args(data_dir, tmp_path, "--topology", "hmm", "--unit", "phone", "--epochs", "6")
+    tokenizer = training.Tokenizer.load(data_dir / "lang_phone")
+    crit = training._Criterion(args, tokenizer.num_labels, training.criterion_scales(args), None)
+    batch = next(iter(make_dataloader(data_dir / "cuts_dev-clean-2.jsonl.gz", tokenizer, 15, rank=0, world_size=1)))
+    torch.manual_seed(0)
+    model = ConformerModel(ConformerConfig.from_preset("tiny", tokenizer.num_labels, dropout=0.0, spec_augment=False))
+    model.eval()
+    graphs = crit.topology.compile(batch.transcripts)
+    for epoch, (alpha, gamma, beta) in ((0, (0.5, 0.2, 0.3)), (2, (0.7, 0.3, 0.0))):
+        assert crit.stage(epoch) == ("prior-warmup" if epoch < 2 else "main")
+        got = crit(model, batch, epoch)["loss"]
+        out = model(batch.features, batch.feature_lengths)
+        log_probs, lengths = model.ctc_log_probs(out["logits"]), out["lengths"]
+        mask = (torch.arange(log_probs.shape[1])[None] < lengths[:, None]).unsqueeze(-1)
+        frames_sum = torch.logsumexp(log_probs.detach().masked_fill(~mask, float("-inf")), dim=1)
+        seq_prior = frames_sum - lengths.log()[:, None]  # log of the average posterior over valid frames
+        nll = full_sum_loss(log_probs, lengths, graphs, posterior_scale=alpha, transition_scale=gamma,
+                            prior_scale=beta, log_prior=seq_prior if beta else None)
+        assert float(got) == pytest.approx(float(nll.sum() / lengths.sum()), rel=1e-5)
+        if beta:  # stop-gradient: d loss / d log p equals that of a constant prior
+            model.zero_grad()
+            got.backward()
+            g_crit = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+            model.zero_grad()
+            (full_sum_loss(log_probs, lengths, graphs, posterior_scale=alpha, transition_scale=gamma,
+                           prior_scale=beta, log_prior=seq_prior).sum() / lengths.sum()).backward()
+            g_ref = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+            assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g_crit, g_ref))
