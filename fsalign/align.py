@@ -42,7 +42,7 @@ import torch
 from lhotse import CutSet
 from lhotse.cut import Cut
 
-from fsalign.alignment import Alignment, frame_time_offset
+from fsalign.alignment import Alignment, TokenSpan, WordSpan, frame_time_offset
 from fsalign.checkpoint import TOPOLOGIES, LoadedCheckpoint, make_topology
 from fsalign.corpus import CutDataset, _SimpleCutSampler, cut_text
 from fsalign.errors import FsalignError
@@ -426,19 +426,18 @@ class Aligner:
     def times(self, cut_id: str, duration: Seconds, words: List[str], transcript: List[List[int]],
               ali: Alignment) -> UtteranceTimes:
         """Seconds of the word and token spans of ``ali`` (clipped to [0, ``duration``])."""
-        step, offset = self.frame_step_s, self.time_offset_s
 
-        def span(label: str, start: int, end: int) -> TimedSpan:
-            start_s = min(max(start * step + offset, 0.0), duration)
-            return TimedSpan(label, round(start_s, 9), round(min(max(end * step + offset, start_s), duration), 9))
+        def span(label: str, frames: Union[TokenSpan, WordSpan]) -> TimedSpan:
+            start, end = frames.seconds(self.frame_step_s, offset_s=self.time_offset_s)
+            return TimedSpan(label, round(min(start, duration), 9), round(min(end, duration), 9))
 
         if len(words) != len(transcript):  # a tokenizer that splits differently: name words by their tokens
             words = [self.tokenizer.decode([w]).replace(" ", "_") for w in transcript]
         names = self.tokenizer.token_names
         return UtteranceTimes(
             cut_id, duration,
-            [span(words[w.index], w.start, w.end) for w in ali.words],
-            [span(names[t.token], t.start, t.end) for t in ali.tokens],
+            [span(words[w.index], w) for w in ali.words],
+            [span(names[t.token], t) for t in ali.tokens],
         )  # fmt: skip
 
 
