@@ -20,7 +20,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from fsalign.errors import FsalignError
 from fsalign.output import failed_path, render, write_failed
@@ -55,7 +55,8 @@ class Journal:
 
     def __init__(self, path: Path, header: dict, restart: bool = False):
         self.path = path
-        self.offsets: Dict[str, int] = {}
+        self.offsets: Dict[str, int] = {}  # cut id -> byte offset of its line
+        self.outcomes: Dict[str, Tuple[Seconds, Optional[str]]] = {}  # cut id -> (duration, error or None)
         header = json.loads(json.dumps({"fsalign_align_journal": _JOURNAL_VERSION, **header}))
         if restart and path.exists():
             path.unlink()
@@ -80,7 +81,7 @@ class Journal:
                         f"journal {path} was written by a run with other settings or inputs; re-run that "
                         f"command to finish it, or pass --restart (or delete it) to start over")
             else:
-                self.offsets[entry["id"]] = end
+                self._record(entry, end)
             end += len(line)
         self.file.truncate(end)
         if found is None:
@@ -96,6 +97,10 @@ class Journal:
         except OSError:
             self.file.close()
             raise FsalignError(f"{self.path} is in use by another fsalign align writing the same output") from None
+
+    def _record(self, entry: dict, offset: int) -> None:
+        self.offsets[entry["id"]] = offset
+        self.outcomes[entry["id"]] = (entry["duration"], entry.get("error"))
 
     def _write(self, entries: List[dict]) -> List[int]:
         self.file.seek(0, os.SEEK_END)
@@ -119,7 +124,7 @@ class Journal:
                 entry["tokens"] = [[s.label, s.start, s.end] for s in r.times.tokens]
             entries.append(entry)
         for entry, offset in zip(entries, self._write(entries)):
-            self.offsets[entry["id"]] = offset
+            self._record(entry, offset)
 
     def get(self, cut_id: str):
         """The recorded :class:`~fsalign.align.AlignResult` of ``cut_id``."""
@@ -136,7 +141,6 @@ class Journal:
 
     def close(self) -> None:
         self.file.close()
-
 
 
 def read_cut_ids(path: Path):
@@ -192,12 +196,12 @@ def _tally(ids: List[str], journal: Journal):
     """(utterances aligned, seconds of audio aligned, [cut id, reason] of the failed ones)."""
     aligned, audio, failed = 0, 0.0, []
     for cut_id in ids:
-        result = journal.get(cut_id)
-        if result.times is None:
-            failed.append([cut_id, result.error])
-        else:
+        duration, error = journal.outcomes[cut_id]
+        if error is None:
             aligned += 1
-            audio += result.duration
+            audio += duration
+        else:
+            failed.append([cut_id, error])
     return aligned, audio, failed
 
 

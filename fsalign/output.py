@@ -118,7 +118,6 @@ def render(kind: str, output: Path, results: Iterable, cuts: Optional[Iterable] 
                 stream.close()
 
 
-
 def merge_outputs(inputs: List[Path], output: Path) -> int:
     """Joins the outputs of ``fsalign align --shard i/n`` runs, given in shard order.
 
