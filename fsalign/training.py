@@ -126,7 +126,7 @@ def criterion_scales(args: argparse.Namespace) -> Dict[str, Any]:
     hmm = args.topology == "hmm"
     if args.prior_scale and args.prior == "none":
         raise ValueError("--prior-scale needs a --prior mode other than none")
-    warmup, epochs = getattr(args, "warmup", "prior"), getattr(args, "warmup_epochs", None)
+    warmup, epochs = args.warmup, args.warmup_epochs
     if args.ctc_warmup_epochs is not None:  # the older spelling of --warmup ctc --warmup-epochs N
         warmup, epochs = "ctc", args.ctc_warmup_epochs
     if not hmm or warmup == "none":
@@ -143,9 +143,8 @@ def criterion_scales(args: argparse.Namespace) -> Dict[str, Any]:
         "transition_scale": (0.3 if hmm else 1.0) if args.transition_scale is None else args.transition_scale,
         "prior_scale": args.prior_scale, "prior": args.prior, "prior_grad": args.prior_grad,
         "warmup": warmup, "warmup_epochs": epochs,
-        "warmup_scales": {"posterior_scale": getattr(args, "warmup_posterior_scale", 0.5),
-                          "transition_scale": getattr(args, "warmup_transition_scale", 0.2),
-                          "prior_scale": getattr(args, "warmup_prior_scale", 0.3)},
+        "warmup_scales": {"posterior_scale": args.warmup_posterior_scale,
+                          "transition_scale": args.warmup_transition_scale, "prior_scale": args.warmup_prior_scale},
         "max_warmup_epochs": max(epochs, min(2 * args.epochs // 3, args.epochs - 1)) if warmup == "ctc" else epochs,
         "warmup_max_ler": args.warmup_max_ler,
     }  # fmt: skip
@@ -174,7 +173,7 @@ class _Criterion:
     def __init__(self, args, num_labels: int, scales: Dict[str, Any], static_prior: Optional[torch.Tensor]):
         self.args, self.scales = args, scales
         self.topology = make_topology(args.topology, num_labels, **topology_params(args))
-        self.warmup_topology = make_topology("ctc", num_labels) if scales["warmup"] == "ctc" else self.topology
+        self.ctc_topology = make_topology("ctc", num_labels) if scales["warmup"] == "ctc" else None
         self.static_prior = static_prior
         self.running = RunningPrior(num_labels)
         self.warmup_end = scales["warmup_epochs"]
@@ -195,7 +194,7 @@ class _Criterion:
         """(topology, α, γ, β, prior mode) of the stage ``epoch`` belongs to."""
         stage = self.stage(epoch)
         if stage == "ctc-warmup":
-            return self.warmup_topology, 1.0, 1.0, 0.0, "none"
+            return self.ctc_topology, 1.0, 1.0, 0.0, "none"
         if stage == "prior-warmup":
             w = self.scales["warmup_scales"]
             return self.topology, w["posterior_scale"], w["transition_scale"], w["prior_scale"], "seq"

@@ -26,7 +26,7 @@ from fsalign.fullsum import full_sum_loss
 from fsalign.models.conformer import ConformerConfig, ConformerModel
 from fsalign.scores import CorpusPrior
 from fsalign.tokenizers import CharTokenizer
-from fsalign.training import criterion_scales, topology_params
+from fsalign.training import add_arguments, criterion_scales, topology_params
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "data" / "LibriSpeech"
@@ -115,14 +115,11 @@ def make_tiny_checkpoint(tmp_path: Pathlike, topology: str = "ctc", train_steps:
     if cuts is None:
         cuts = make_tiny_cuts(tmp_path, 4, name="tiny_checkpoint_cuts.jsonl.gz")
     tokenizer = CharTokenizer()
-    args = argparse.Namespace(
-        topology=topology, preset="tiny", subsampling=4, dropout=0.0, blank_sep=False, aed_layers=0,
-        spec_augment=False, posterior_scale=None, prior_scale=0.0, prior="none", prior_grad=False,
-        transition_scale=None, label_loop=None, silence_loop=None, normed_grad=False, aed_scale=0.3,
-        ctc_warmup_epochs=0, warmup_max_ler=0.5, epochs=1, peak_lr=3e-3, final_lr=1e-6, weight_decay=1e-2,
-        grad_clip=5.0, max_duration=30.0, num_workers=0, seed=seed, resume=False, device="cpu",
-        no_progress=True, unit="char", data_dir=None, train_part=None, dev_part=None, exp_dir=str(tmp_path),
-    )  # fmt: skip
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)  # the training defaults, from train.py's own parser
+    args = parser.parse_args(["--topology", topology, "--dropout", "0", "--epochs", "1", "--warmup", "none",
+                              "--seed", str(seed), "--device", "cpu", "--no-progress"])
+    args.__dict__.update(unit="char", data_dir=None, train_part=None, dev_part=None, exp_dir=str(tmp_path))
     scales = criterion_scales(args)
     torch.manual_seed(seed)
     config = ConformerConfig.from_preset("tiny", tokenizer.num_labels, subsampling=4, dropout=0.0,
