@@ -55,7 +55,6 @@ def plot_grad_scores(
       The matplotlib Axes.
     """
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
 
     if not isinstance(G, torch.Tensor) or G.dim() != 2:
         raise ValueError(f"G must be the (S, T') matrix of one utterance, got shape {tuple(getattr(G, 'shape', ()))}")
@@ -66,20 +65,14 @@ def plot_grad_scores(
     scores = G[:num_labels, :num_frames].detach().double().cpu().log_softmax(dim=1).numpy()
     if ax is None:
         _, ax = plt.subplots(figsize=(max(4.0, num_frames / 25), max(2.0, num_labels / 4)))
-    step = frame_shift_s if frame_shift_s is not None else 1.0
-    finite = scores[scores > float("-inf")]
-    vmin = float(finite.min()) if finite.size else None
-    image = ax.imshow(scores, aspect="auto", origin="lower", interpolation="nearest", cmap="viridis",
-                      vmin=vmin, extent=(0, num_frames * step, -0.5, num_labels - 0.5))
-    ax.figure.colorbar(image, ax=ax, label="log softmax over time of G")
+    step = _frames_axis(ax, frame_shift_s, "input frame")
+    _show_log_scores(ax, scores, 0.0, step, "log softmax over time of G")
     if alignment is not None:
         for span in alignment.tokens:
-            ax.add_patch(Rectangle((span.start * step, span.position - 0.5), (span.end - span.start) * step, 1.0,
-                                   fill=False, edgecolor="red", linewidth=1.0))
+            _outline(ax, 0.0, step, span.start, span.end, span.position, "red")
     if token_names is not None:
         ax.set_yticks(range(num_labels))
         ax.set_yticklabels(token_names)
-    ax.set_xlabel("time [s]" if frame_shift_s is not None else "input frame")
     ax.set_ylabel("transcript position")
     if title:
         ax.set_title(title)
@@ -89,6 +82,24 @@ def plot_grad_scores(
 def _frames_axis(ax, frame_shift_s: Optional[float], what: str = "frame") -> float:
     ax.set_xlabel("time [s]" if frame_shift_s is not None else what)
     return frame_shift_s if frame_shift_s is not None else 1.0
+
+
+def _show_log_scores(ax, image, x0: float, step: float, label: str) -> None:
+    """``image`` (rows, frames) of log scores, frame ``t`` at ``[x0 + t step, x0 + (t+1) step)``,
+    the colour scale from the smallest finite value; a colour bar named ``label``."""
+    finite = image[image > float("-inf")]
+    shown = ax.imshow(image, aspect="auto", origin="lower", interpolation="nearest", cmap="viridis",
+                      vmin=float(finite.min()) if finite.size else None,
+                      extent=(x0, x0 + image.shape[1] * step, -0.5, image.shape[0] - 0.5))
+    ax.figure.colorbar(shown, ax=ax, label=label)
+
+
+def _outline(ax, x0: float, step: float, start: int, end: int, row: int, color: str) -> None:
+    """A box around frames ``[start, end)`` of image row ``row``."""
+    from matplotlib.patches import Rectangle
+
+    ax.add_patch(Rectangle((x0 + start * step, row - 0.5), (end - start) * step, 1.0, fill=False, edgecolor=color,
+                           linewidth=1.0))
 
 
 def plot_posteriors(
@@ -127,7 +138,6 @@ def plot_posteriors(
       The matplotlib Axes.
     """
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
 
     if not isinstance(log_probs, torch.Tensor) or log_probs.dim() != 2:
         raise ValueError(f"log_probs must be the (T, C) matrix of one utterance, got shape "
@@ -142,23 +152,17 @@ def plot_posteriors(
         _, ax = plt.subplots(figsize=(max(4.0, num_frames / 25), max(2.0, len(columns) / 4)))
     step = _frames_axis(ax, frame_shift_s)
     x0 = time_offset_s if frame_shift_s is not None else 0.0
-    finite = image[image > float("-inf")]
-    shown = ax.imshow(image, aspect="auto", origin="lower", interpolation="nearest", cmap="viridis",
-                      vmin=float(finite.min()) if finite.size else None,
-                      extent=(x0, x0 + num_frames * step, -0.5, len(columns) - 0.5))
-    ax.figure.colorbar(shown, ax=ax, label="log posterior")
+    _show_log_scores(ax, image, x0, step, "log posterior")
     if alignment is not None:
         for span in alignment.tokens:
-            ax.add_patch(Rectangle((x0 + span.start * step, span.position + 0.5), (span.end - span.start) * step, 1.0,
-                                   fill=False, edgecolor="red", linewidth=1.0))
+            _outline(ax, x0, step, span.start, span.end, span.position + 1, "red")
         labels = alignment.labels[:num_frames].tolist()
         start = None
         for t, label in enumerate(labels + [None]):
             if label == blank and start is None:
                 start = t
             elif label != blank and start is not None:
-                ax.add_patch(Rectangle((x0 + start * step, -0.5), (t - start) * step, 1.0, fill=False,
-                                       edgecolor="orange", linewidth=1.0))
+                _outline(ax, x0, step, start, t, 0, "orange")
                 start = None
     if token_names is not None:
         ax.set_yticks(range(len(columns)))

@@ -49,6 +49,11 @@ def test_plot_posteriors_rows_and_outlines():
                                (0.2, 2.5, 0.04)]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["<b>", "A", "B", "A"]
     plt.close(ax.figure)
+    # placed on the audio: everything moves by the frame-time offset
+    ax = plot_posteriors(log_probs, 6, [1, 2, 1], blank=0, alignment=ali, frame_shift_s=0.04, time_offset_s=-0.015)
+    assert ax.images[0].get_extent()[:2] == pytest.approx([-0.015, 0.225])
+    assert [r[0] for r in _rectangles(ax)] == pytest.approx([-0.015, 0.025, 0.105, 0.145, 0.185])
+    plt.close(ax.figure)
 
 
 def test_draw_word_boundaries_lines_and_labels():
