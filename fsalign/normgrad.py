@@ -75,7 +75,8 @@ def normed_grad_factor(
         v_sum, count = masked.sum(dim=(0, 1)), frame_mask.sum()
     else:
         v_sum, count = masked.sum(dim=1), frame_mask.sum(dim=1, keepdim=True)
-    v_bar = v_sum / count.clamp(min=1).to(v_sum.dtype)
+    # v is a probability: a mean that rounding left a hair below 0 is 0 (-> v_max, not v_min)
+    v_bar = (v_sum / count.clamp(min=1).to(v_sum.dtype)).clamp(min=0.0)
     # 1 / 0 = inf -> clamped to v_max, as the brief of eq. (11) asks for vbar = 0.
     return torch.reciprocal(v_bar * num_labels).clamp(min=v_min, max=v_max)
 

@@ -56,7 +56,8 @@ def _soft_alignment(scores, batch):
     nll = F.ctc_loss(q.transpose(0, 1), batch["targets"], batch["lengths"], batch["target_lengths"], reduction="sum")
     (grad_torch,) = torch.autograd.grad(nll, q)
     mask = (torch.arange(q.shape[1]) < batch["lengths"][:, None]).unsqueeze(-1)
-    return (q.exp() - grad_torch).masked_fill(~mask, 0.0).detach()
+    # exp(q) - grad can round to -1e-17 where v is 0: a probability, so clamp at 0
+    return (q.exp() - grad_torch).clamp(min=0.0).masked_fill(~mask, 0.0).detach()
 
 
 def _factor_reference(v, lengths, v_min, v_max, scope):
