@@ -20,7 +20,7 @@ test-all: setup
 	$(PY) -m pytest -q -m ''
 
 demo: setup
-	$(PY) -m fsalign.demo
+	$(PY) recipes/demo.py
 
 bench: setup
 	$(PY) benchmarks/fullsum.py

@@ -7,7 +7,7 @@ learned (the Viterbi beam is the same), only alignments would. Data: the shipped
 utterances (lhotse ``prepare_librispeech``), fbank features computed on the fly, as
 ``fsalign align`` does for cuts without features.
 
-Rows, each through :func:`fsalign.align.align_cuts` (loading + features + model + alignment +
+Rows, each through :func:`fsalign.aligning.aligner.align_cuts` (loading + features + model + alignment +
 times), one process, CPU:
 
 * posterior: encoder forward, CTC topology Viterbi (``--scores posterior``);
@@ -39,11 +39,12 @@ import torch
 from lhotse import CutSet
 from lhotse.recipes import prepare_librispeech
 
-from fsalign.align import Aligner, align_cuts
-from fsalign.checkpoint import LoadedCheckpoint, make_topology, save_checkpoint
-from fsalign.corpus import FRAME_SHIFT_S
+from fsalign.aligning.aligner import Aligner, align_cuts
+from fsalign.checkpoint import LoadedCheckpoint, save_checkpoint
+from fsalign.corpus.cuts import FRAME_SHIFT_S
+from fsalign.corpus.tokenizers import CharTokenizer
+from fsalign.engine.builtin import make_topology
 from fsalign.models.conformer import ConformerConfig, ConformerModel
-from fsalign.tokenizers import CharTokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,7 +84,7 @@ def command_throughput(checkpoint: LoadedCheckpoint, cuts: CutSet, batch_duratio
     """The same through ``fsalign align`` (journal, fsync per batch, CTM), checkpoint on disk."""
     from click.testing import CliRunner
 
-    from fsalign.cli import main
+    from fsalign.cli.main import main
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -10,11 +10,12 @@ a small Conformer encoder (the end-to-end goal: compile + loss <= 5 %).
 Usage: python benchmarks/fullsum.py [--repeats 5] [--quick]
 """
 import argparse
+
 import torch
+from timing import median_seconds
 
 import fsalign
-from fsalign.lattice import FULL_SUM_BEAM, intersect
-from timing import median_seconds
+from fsalign.engine.lattice import FULL_SUM_BEAM, intersect
 
 
 def timeit(fn, repeats):

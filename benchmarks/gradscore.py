@@ -19,11 +19,12 @@ import statistics
 import time
 
 import torch
+from timing import median_seconds
 
 import fsalign
-from fsalign.gradscore import grad_align, gradient_scores
 from fsalign.models.conformer import PRESETS, ConformerConfig, ConformerModel
-from timing import median_seconds
+from fsalign.scores.gradient import gradient_scores
+from fsalign.scores.gradscore import grad_align
 
 
 def timeit(fn, repeats):

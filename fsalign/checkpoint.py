@@ -20,31 +20,17 @@ from typing import Any, Dict, Mapping, NamedTuple, Optional, Union
 import numpy as np
 import torch
 
-from fsalign._io import atomic_path
+from fsalign.corpus.tokenizers import Tokenizer
+from fsalign.engine.builtin import make_topology
+from fsalign.engine.topology import Topology
 from fsalign.errors import FsalignError
 from fsalign.models.conformer import ConformerConfig, ConformerModel
-from fsalign.tokenizers import Tokenizer
-from fsalign.topology import CtcTopology, HmmTopology, RelaxedTopology, Topology
+from fsalign.util import Pathlike, atomic_path
 
 __all__ = [
-    "LoadedCheckpoint", "save_checkpoint", "load_checkpoint", "read_checkpoint", "make_topology", "rng_state",
+    "LoadedCheckpoint", "save_checkpoint", "load_checkpoint", "read_checkpoint", "rng_state",
     "set_rng_state",
 ]
-
-Pathlike = Union[str, Path]
-TOPOLOGIES = ("ctc", "hmm", "relaxed")
-
-
-def make_topology(kind: str, num_labels: int, **params) -> Topology:
-    """Built-in topology by name: ``ctc`` (blank 0), ``relaxed`` (blank 0) or ``hmm`` (silence 0)."""
-    if kind == "ctc":
-        return CtcTopology(num_labels, **params)
-    if kind == "relaxed":
-        return RelaxedTopology(num_labels, **params)
-    if kind == "hmm":
-        return HmmTopology(num_labels, **params)
-    raise ValueError(f"topology must be one of {TOPOLOGIES}, got {kind!r}")
-
 
 def save_checkpoint(state: Mapping[str, Any], path: Pathlike) -> Path:
     """Writes ``state`` to ``path`` atomically (temporary file in the same directory + ``os.replace``)."""

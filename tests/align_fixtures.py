@@ -6,7 +6,7 @@
   ``prepare_librispeech`` stores them), optionally with precomputed features.
 * :func:`make_tiny_checkpoint`: a tiny :class:`~fsalign.models.conformer.ConformerModel`
   with a character tokenizer, untrained or trained a few steps on those cuts, saved with
-  every key :mod:`fsalign.training` writes (so :func:`fsalign.checkpoint.load_checkpoint`
+  every key :mod:`fsalign.training.loop` writes (so :func:`fsalign.checkpoint.load_checkpoint`
   reads it as it reads a recipe's ``EXP/best.pt``), corpus prior included.
 
 Both take well under 5 s on one CPU core.
@@ -20,13 +20,14 @@ import torch
 from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
 from lhotse.supervision import AlignmentItem
 
-from fsalign.checkpoint import make_topology, rng_state, save_checkpoint
-from fsalign.corpus import FRAME_SHIFT_S, default_extractor, make_dataloader
-from fsalign.fullsum import full_sum_loss
+from fsalign.checkpoint import rng_state, save_checkpoint
+from fsalign.corpus.cuts import FRAME_SHIFT_S, default_extractor, make_dataloader
+from fsalign.corpus.tokenizers import CharTokenizer
+from fsalign.engine.builtin import make_topology
+from fsalign.engine.fullsum import full_sum_loss
 from fsalign.models.conformer import ConformerConfig, ConformerModel
-from fsalign.scores import CorpusPrior
-from fsalign.tokenizers import CharTokenizer
-from fsalign.training import add_arguments, criterion_scales, topology_params
+from fsalign.scores.priors import CorpusPrior
+from fsalign.training.loop import add_arguments, criterion_scales, topology_params
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "data" / "LibriSpeech"
@@ -95,7 +96,7 @@ def make_tiny_cuts(tmp_path: Pathlike, n: int = 4, part: str = "dev-clean-2", fe
 
 def make_tiny_checkpoint(tmp_path: Pathlike, topology: str = "ctc", train_steps: int = 0, seed: int = 0,
                          cuts: Optional[Pathlike] = None, name: str = "tiny.pt") -> Path:
-    """Writes ``tmp_path/name``: a tiny Conformer checkpoint as :func:`fsalign.training.train` saves it.
+    """Writes ``tmp_path/name``: a tiny Conformer checkpoint as :func:`fsalign.training.loop.train` saves it.
 
     Args:
       tmp_path: folder for the checkpoint.

@@ -21,17 +21,25 @@ from lhotse.features.io import NumpyFilesWriter
 from lhotse.utils import fastcopy
 from praatio import textgrid
 
-import fsalign.align as align_module
-from fsalign.align import Aligner
-from fsalign.align_cli import Journal, align as align_command, journal_path, merge as merge_command
+import fsalign.aligning.aligner as align_module
+from fsalign.aligning.aligner import Aligner
 from fsalign.checkpoint import load_checkpoint
-from fsalign.cli import main
-from fsalign.corpus import default_extractor
-from fsalign.gradscore import grad_align, gradient_scores
-from fsalign.scores import apply_blank_penalty
-from fsalign.tokenizers import normalize_words
-from fsalign.viterbi import viterbi_align
-from tests.align_fixtures import make_cut, make_tiny_checkpoint, make_tiny_cuts, shipped_utterances
+from fsalign.cli.align import Journal, journal_path
+from fsalign.cli.align import align as align_command
+from fsalign.cli.align import merge as merge_command
+from fsalign.cli.main import main
+from fsalign.corpus.cuts import default_extractor
+from fsalign.corpus.tokenizers import normalize_words
+from fsalign.engine.viterbi import viterbi_align
+from fsalign.scores.gradient import gradient_scores
+from fsalign.scores.gradscore import grad_align
+from fsalign.scores.posterior import apply_blank_penalty
+from tests.align_fixtures import (
+    make_cut,
+    make_tiny_checkpoint,
+    make_tiny_cuts,
+    shipped_utterances,
+)
 
 N_CUTS = 6
 
@@ -81,7 +89,7 @@ def _align(ckpt, cuts, output, *extra, expect=0):
 
 
 def _ctm(path):
-    """utt -> [(label, start, end)], parsed with a plain split (independent of fsalign.formats)."""
+    """utt -> [(label, start, end)], parsed with a plain split (independent of fsalign.results.formats)."""
     out = {}
     for line in Path(path).read_text().splitlines():
         utt, channel, start, duration, label = line.split()
@@ -189,7 +197,7 @@ def test_posterior_options_match_engine(setup, tmp_path):
     with torch.no_grad():
         h, lengths = loaded.model.forward_encoder(feats, torch.tensor([feats.shape[1]]))
         log_probs = apply_blank_penalty(loaded.model.ctc_log_probs(loaded.model.ctc_logits(h)), 0, -2.0)
-    from fsalign.topology import RelaxedTopology
+    from fsalign.engine.builtin import RelaxedTopology
 
     graphs = RelaxedTopology(loaded.tokenizer.num_labels).compile([loaded.tokenizer.encode(cut.supervisions[0].text)])
     ali = viterbi_align(log_probs, lengths, graphs, posterior_scale=0.8, prior_scale=0.5,
@@ -300,13 +308,13 @@ def test_cuda_device_without_cuda_is_one_line_error(setup, tmp_path):
 
 _SLOW_ALIGN = """
 import sys, time
-import fsalign.align_cli as m
+import fsalign.cli.align as m
 append = m.Journal.append
 def slow(self, results):
     append(self, results)
     time.sleep(0.4)
 m.Journal.append = slow
-from fsalign.cli import main
+from fsalign.cli.main import main
 sys.argv[0] = "fsalign"
 main()
 """

@@ -3,7 +3,7 @@ import json
 
 from click.testing import CliRunner
 
-from fsalign.cli import main
+from fsalign.cli.main import main
 
 
 def test_help_lists_commands_and_exits_zero():

@@ -1,5 +1,5 @@
 """Preparation (recipe command line) on a tiny synthetic LibriSpeech-layout corpus, and
-batches from fsalign.corpus, checked against the files written and independent formulas."""
+batches from fsalign.corpus.cuts, checked against the files written and independent formulas."""
 import logging
 import os
 import re
@@ -13,10 +13,15 @@ import soundfile
 import torch
 from lhotse import CutSet, load_manifest
 
-from fsalign.corpus import Batch, CutDataset, make_dataloader, reference_words
+from fsalign.corpus.cuts import Batch, CutDataset, make_dataloader, reference_words
+from fsalign.corpus.prepare import (
+    compute_features,
+    main,
+    prepare_manifests,
+    prepare_tokenizers,
+)
+from fsalign.corpus.tokenizers import CharTokenizer, PhoneTokenizer, Tokenizer
 from fsalign.errors import FsalignError
-from fsalign.prepare import compute_features, main, prepare_manifests, prepare_tokenizers
-from fsalign.tokenizers import CharTokenizer, PhoneTokenizer, Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 PARTS = ("train-clean-5", "dev-clean-2")
@@ -111,7 +116,7 @@ def test_rerun_skips_finished_stages(prepared, caplog):
     data = prepared / "data"
     outputs = [*data.glob("manifests/*.jsonl.gz"), *data.glob("cuts_*.jsonl.gz"), *data.glob("lang_*/tokenizer.json")]
     before = {p: p.stat().st_mtime_ns for p in outputs}
-    caplog.set_level(logging.INFO, logger="fsalign.prepare")
+    caplog.set_level(logging.INFO, logger="fsalign.corpus.prepare")
     main(_prepare_command(prepared)[2:])  # in-process this time: same arguments as the recipe
     assert {p: p.stat().st_mtime_ns for p in outputs} == before
     assert sum("skipping" in r.getMessage() for r in caplog.records) == 2 + 2 + 4

@@ -1,4 +1,4 @@
-"""fsalign.formats: CTM, TextGrid, LibriSpeech alignments and lhotse cuts, each checked against a
+"""fsalign.results.formats: CTM, TextGrid, LibriSpeech alignments and lhotse cuts, each checked against a
 hand-written file or the third-party reader (praatio, lhotse), and the shipped reference data."""
 from pathlib import Path
 
@@ -7,13 +7,12 @@ from lhotse import CutSet, MonoCut, SupervisionSegment
 from lhotse.testing.dummies import dummy_recording
 from praatio import textgrid
 
-from fsalign.corpus import reference_words
+from fsalign.corpus.cuts import reference_words
 from fsalign.errors import FsalignError
-from fsalign.formats import (
+from fsalign.results.formats import (
     TimedSpan,
     UtteranceTimes,
     alignment_format,
-    cut_with_alignment,
     format_ctm,
     read_alignments,
     read_ctm,
@@ -22,6 +21,7 @@ from fsalign.formats import (
     write_ctm,
     write_textgrid,
 )
+from fsalign.results.manifests import cut_with_alignment
 
 REPO = Path(__file__).resolve().parents[1]
 ALIGNMENTS = REPO / "data" / "alignments"

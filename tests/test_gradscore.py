@@ -1,4 +1,4 @@
-"""Tests of fsalign.gradscore: G (eq. 22, 49, 50), GradScore / GradScoreExt (eq. 24-25, 43-48), grad_align."""
+"""Tests of fsalign.scores.gradscore: G (eq. 22, 49, 50), GradScore / GradScoreExt (eq. 24-25, 43-48), grad_align."""
 import math
 import random
 
@@ -8,15 +8,9 @@ import torch
 import torchaudio
 from torch import nn
 
-from fsalign.gradscore import (
-    AedModel,
-    CtcModel,
-    _log_p_norm,
-    grad_align,
-    grad_score_matrix,
-    gradient_scores,
-)
-from fsalign.prefix import aed_label_log_probs, ctc_prefix_log_probs
+from fsalign.scores.gradient import AedModel, CtcModel, _log_p_norm, gradient_scores
+from fsalign.scores.gradscore import grad_align, grad_score_matrix
+from fsalign.scores.prefix import aed_label_log_probs, ctc_prefix_log_probs
 
 # ---------------------------------------------------------------- models
 
@@ -171,7 +165,7 @@ def test_hybrid_with_zero_aed_weight_is_ctc_and_aed_matches_jacobian():
 
 
 def test_gradient_scores_uses_the_models_own_normalisation():
-    from fsalign.scores import blank_separated_log_probs
+    from fsalign.scores.posterior import blank_separated_log_probs
 
     model, x, lengths, transcripts = _conformer_batch(4)
     plain = gradient_scores(model, x, lengths, transcripts)
@@ -194,7 +188,7 @@ class _SeparatedView:
         return self.model.forward_encoder(x, lengths)
 
     def ctc_logits(self, h):
-        from fsalign.scores import blank_separated_log_probs
+        from fsalign.scores.posterior import blank_separated_log_probs
 
         return blank_separated_log_probs(self.model.head(h), blank=0)
 
@@ -392,7 +386,7 @@ def test_plot_grad_scores_draws_log_softmax_over_time_and_spans():
     import matplotlib
 
     matplotlib.use("Agg")
-    from fsalign.plot import plot_grad_scores
+    from fsalign.aligning.plot import plot_grad_scores
 
     x, lengths, refs = _synthetic_batch(seed=2, batch_size=1, sigma=0.0)
     transcripts = [r[1] for r in refs]

@@ -1,7 +1,7 @@
-"""fsalign._io: a final path holds the old file or the complete new one, never a part."""
+"""fsalign.util: a final path holds the old file or the complete new one, never a part."""
 import pytest
 
-from fsalign._io import atomic_open, atomic_path, temporary_name
+from fsalign.util import atomic_open, atomic_path, temporary_name
 
 
 def test_atomic_open_replaces_only_on_success(tmp_path):

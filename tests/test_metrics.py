@@ -1,11 +1,11 @@
-"""Tests for fsalign.metrics against hand-checked examples (A.4.2)."""
+"""Tests for fsalign.results.metrics against hand-checked examples (A.4.2)."""
 import math
 
 import pytest
 import torch
 
-from fsalign.alignment import TokenSpan, WordSpan
-from fsalign.metrics import (
+from fsalign.results.alignment import TokenSpan, WordSpan
+from fsalign.results.metrics import (
     Average,
     average_token_duration,
     blank_posterior,
@@ -106,7 +106,7 @@ def test_average_token_duration_hand_checked():
 
 
 def test_greedy_decode_ignores_padding_merges_repeats_and_drops_blank():
-    from fsalign.metrics import greedy_decode
+    from fsalign.results.metrics import greedy_decode
 
     path = torch.tensor([[0, 3, 3, 0, 3, 2, 2, 1], [1, 1, 0, 2, 5, 5, 5, 5]])
     log_probs = torch.nn.functional.one_hot(path, 6).float().log()

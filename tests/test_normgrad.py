@@ -1,4 +1,4 @@
-"""Tests for fsalign.normgrad: normalized gradients (eq. 8-11) against closed forms.
+"""Tests for fsalign.scores.normgrad: normalized gradients (eq. 8-11) against closed forms.
 
 The loss is CTC. ``torch.nn.functional.ctc_loss`` returns ``p - v`` as its
 gradient w.r.t. the log-probs (the gradient w.r.t. the logits of a
@@ -14,8 +14,8 @@ import torch
 from torch.nn import functional as F
 
 from fsalign.errors import FsalignError
-from fsalign.normgrad import normed_grad_log_softmax
-from fsalign.scores import blank_separated_log_probs
+from fsalign.scores.normgrad import normed_grad_log_softmax
+from fsalign.scores.posterior import blank_separated_log_probs
 
 DTYPE = torch.float64
 
@@ -298,8 +298,8 @@ def test_normed_grad_with_full_sum_loss_and_infeasible_utterance(scope):
     The third utterance is too short for its transcript: its loss is +inf with zero
     gradient, so its frames must not count in vbar.
     """
-    from fsalign.fullsum import full_sum_loss, soft_alignment
-    from fsalign.topology import CtcTopology
+    from fsalign.engine.builtin import CtcTopology
+    from fsalign.engine.fullsum import full_sum_loss, soft_alignment
 
     torch.manual_seed(0)
     num_labels, alpha = 6, 0.7

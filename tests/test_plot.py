@@ -1,4 +1,4 @@
-"""`fsalign plot` and fsalign.plot: what is drawn is checked against hand-made inputs; the command
+"""`fsalign plot` and fsalign.aligning.plot: what is drawn is checked against hand-made inputs; the command
 runs for every score kind on a tiny checkpoint and names what is wrong on bad input."""
 import matplotlib
 
@@ -11,11 +11,21 @@ import torch  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from fsalign.alignment import Alignment, TokenSpan, WordSpan  # noqa: E402
+from fsalign.aligning.plot import (  # noqa: E402
+    CutScores,
+    draw_word_boundaries,
+    plot_cut_alignment,
+    plot_posteriors,
+    score_cut,
+)
 from fsalign.checkpoint import load_checkpoint  # noqa: E402
-from fsalign.cli import main  # noqa: E402
-from fsalign.plot import CutScores, draw_word_boundaries, plot_cut_alignment, plot_posteriors, score_cut  # noqa: E402
-from tests.align_fixtures import ALIGNMENTS, make_tiny_checkpoint, make_tiny_cuts  # noqa: E402
+from fsalign.cli.main import main  # noqa: E402
+from fsalign.results.alignment import Alignment, TokenSpan, WordSpan  # noqa: E402
+from tests.align_fixtures import (  # noqa: E402
+    ALIGNMENTS,
+    make_tiny_checkpoint,
+    make_tiny_cuts,
+)
 
 CUT = "1201-12011-0002"  # "I THINK I'M IN THE WRONG BUILDING", 2.209 s
 
@@ -68,7 +78,7 @@ def test_draw_word_boundaries_lines_and_labels():
 def test_score_cut_alignment_covers_the_transcript(tiny, kind):
     from lhotse import CutSet
 
-    from fsalign.corpus import CutDataset, cut_text
+    from fsalign.corpus.cuts import CutDataset, cut_text
 
     checkpoint, cuts, _ = tiny
     loaded = load_checkpoint(checkpoint)

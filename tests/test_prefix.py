@@ -1,11 +1,15 @@
-"""Tests of fsalign.prefix: CTC prefix scores against brute-force enumeration, AED gathering, eq. 50."""
+"""Tests of fsalign.scores.prefix: CTC prefix scores against brute-force enumeration, AED gathering, eq. 50."""
 import itertools
 import math
 
 import pytest
 import torch
 
-from fsalign.prefix import aed_label_log_probs, ctc_prefix_log_probs, joint_label_log_probs
+from fsalign.scores.prefix import (
+    aed_label_log_probs,
+    ctc_prefix_log_probs,
+    joint_label_log_probs,
+)
 
 
 def _collapse(path, blank):

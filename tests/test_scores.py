@@ -1,15 +1,14 @@
-"""Tests for fsalign.scores: blank separation (eq. 15-17, 20-21, 29), priors (eq. 6), blank penalty."""
+"""Tests for fsalign.scores.priors: blank separation (eq. 15-17, 20-21, 29), priors (eq. 6), blank penalty."""
 import math
 
 import pytest
 import torch
 
-from fsalign.scores import (
+from fsalign.scores.posterior import apply_blank_penalty, blank_separated_log_probs
+from fsalign.scores.priors import (
     CorpusPrior,
     RunningPrior,
-    apply_blank_penalty,
     batch_log_prior,
-    blank_separated_log_probs,
     estimate_corpus_prior,
     prior_from_alignment,
     prior_from_transcripts,

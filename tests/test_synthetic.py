@@ -9,11 +9,21 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from fsalign.errors import FsalignError
-from fsalign.synthetic.data import EPSILON, PAD_LABEL, SyntheticConfig, SyntheticGenerator, collate
+from fsalign.models.lstm import lstm_recurrence
+from fsalign.models.synthetic import BlstmModel, FeedForwardModel
+from fsalign.synthetic.data import (
+    EPSILON,
+    PAD_LABEL,
+    SyntheticConfig,
+    SyntheticGenerator,
+    collate,
+)
 from fsalign.synthetic.evaluation import evaluate_log_probs, greedy_labels
-from fsalign.synthetic.graphs import GraphBank, build_topology, estimate_loop_probabilities
-from fsalign.synthetic.lstm import lstm_recurrence
-from fsalign.synthetic.models import BlstmModel, FeedForwardModel
+from fsalign.synthetic.graphs import (
+    GraphBank,
+    build_topology,
+    estimate_loop_probabilities,
+)
 from fsalign.synthetic.runner import RunConfig, run_group, single_thread
 from fsalign.synthetic.tables import run_table, table_rows
 

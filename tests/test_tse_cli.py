@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from fsalign.cli import main
-from fsalign.formats import read_alignments
+from fsalign.cli.main import main
+from fsalign.results.formats import read_alignments
 
 REPO = Path(__file__).resolve().parents[1]
 ALIGNMENTS = REPO / "data" / "alignments"
@@ -152,8 +152,8 @@ def test_tse_bad_input_one_line_error(tmp_path):
 
 
 def test_token_silence_ratio_counts_blank_frames_inside_words():
-    from fsalign.eval_cli import compare_alignments
-    from fsalign.formats import TimedSpan, UtteranceTimes
+    from fsalign.cli.evaluate import compare_alignments
+    from fsalign.results.formats import TimedSpan, UtteranceTimes
 
     # a CTC-like hypothesis: the word spans [0.2, 0.6) but only two token frames emit a label
     word = [TimedSpan("ab", 0.2, 0.6)]

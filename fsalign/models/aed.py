@@ -15,7 +15,7 @@ import math
 import torch
 import torch.nn as nn
 
-from fsalign.scores import valid_frame_mask
+from fsalign.util import valid_frame_mask
 
 __all__ = ["AedDecoder"]
 

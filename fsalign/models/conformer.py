@@ -1,7 +1,7 @@
 """Conformer acoustic model: conv subsampling, torchaudio Conformer encoder, CTC/HMM head.
 
 The model maps log-mel features to a score matrix over the C columns of a tokenizer
-(column 0 = blank/silence). It satisfies :mod:`fsalign.gradscore`'s ``CtcModel`` (and,
+(column 0 = blank/silence). It satisfies :mod:`fsalign.scores.gradscore`'s ``CtcModel`` (and,
 with an auxiliary decoder, ``AedModel``) protocol: ``forward_encoder``, ``ctc_logits``,
 ``ctc_log_probs``, ``aed_log_probs``, ``subsampling`` and ``blank``.
 
@@ -23,7 +23,8 @@ import torchaudio
 
 from fsalign.models.aed import AedDecoder
 from fsalign.models.heads import BlankSeparatedHead, SoftmaxHead
-from fsalign.scores import blank_separated_log_probs, valid_frame_mask
+from fsalign.scores.posterior import blank_separated_log_probs
+from fsalign.util import valid_frame_mask
 
 __all__ = ["ConformerConfig", "ConformerModel", "ConvSubsampling", "PRESETS"]
 

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fsalign.scores import _check_blank, blank_separated_log_probs, valid_frame_mask
+from fsalign.scores.posterior import blank_separated_log_probs
+from fsalign.util import check_blank, valid_frame_mask
 
 __all__ = ["SoftmaxHead", "BlankSeparatedHead", "PAD_LABEL"]
 
@@ -127,7 +128,7 @@ class BlankSeparatedHead(SoftmaxHead):
     """Linear layer to C logits with a sigmoid for blank and a softmax over the rest (eq. 15-17).
 
     Row ``blank`` of the linear layer gives the blank logit z_eps; the other rows
-    give the label logits z_A. ``log_probs`` is :func:`fsalign.scores.blank_separated_log_probs`.
+    give the label logits z_A. ``log_probs`` is :func:`fsalign.scores.priors.blank_separated_log_probs`.
 
     Args:
       d_model: input dimension D.
@@ -139,7 +140,7 @@ class BlankSeparatedHead(SoftmaxHead):
         if num_labels < 2:
             raise ValueError(f"BlankSeparatedHead needs num_labels >= 2, got {num_labels}")
         super().__init__(d_model, num_labels)
-        self.blank = _check_blank(blank, num_labels)
+        self.blank = check_blank(blank, num_labels)
 
     def log_probs(self, h: torch.Tensor) -> torch.Tensor:
         """Blank-separated log-probabilities (eq. 29), Tensor of shape (B, T, C)."""

@@ -5,7 +5,12 @@ posterior models with perfect initialisation (:mod:`.models`), training runs
 with any topology, scales and prior (:mod:`.runner`), and the paper's
 Tables 1, 10-13 (:mod:`.tables`, ``recipes/synthetic/run.py``).
 """
-from fsalign.synthetic.data import SyntheticBatch, SyntheticConfig, SyntheticGenerator, SyntheticUtterance
+from fsalign.synthetic.data import (
+    SyntheticBatch,
+    SyntheticConfig,
+    SyntheticGenerator,
+    SyntheticUtterance,
+)
 from fsalign.synthetic.runner import RunConfig, RunResult, run_group, run_one
 
 __all__ = [

@@ -23,17 +23,23 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from fsalign.alignment import Alignment
-from fsalign.metrics import blank_posterior, error_rate, framewise_ce, greedy_decode, time_stamp_error
+from fsalign.engine.topology import Topology
+from fsalign.engine.viterbi import viterbi_align
+from fsalign.results.alignment import Alignment
+from fsalign.results.metrics import (
+    blank_posterior,
+    error_rate,
+    framewise_ce,
+    greedy_decode,
+    time_stamp_error,
+)
 from fsalign.synthetic.data import EPSILON, SyntheticBatch
-from fsalign.topology import Topology
-from fsalign.viterbi import viterbi_align
 
 __all__ = ["greedy_labels", "evaluate_log_probs"]
 
 
 def greedy_labels(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int = EPSILON) -> List[List[int]]:
-    """Best-path decoding with ε as blank: :func:`fsalign.metrics.greedy_decode`."""
+    """Best-path decoding with ε as blank: :func:`fsalign.results.metrics.greedy_decode`."""
     return greedy_decode(log_probs, lengths, blank=blank)
 
 
@@ -44,7 +50,7 @@ def evaluate_log_probs(
     align_transition_scale: float = 0.0,
     graphs=None,
 ) -> Tuple[Dict[str, float], List[Optional[Alignment]]]:
-    """All four metrics of a held-out batch (with :mod:`fsalign.metrics`).
+    """All four metrics of a held-out batch (with :mod:`fsalign.results.metrics`).
 
     Args:
       log_probs: Tensor of shape (B, T, C), the model's normalised log-posteriors.

@@ -15,10 +15,10 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
+from fsalign.engine.builtin import CtcTopology, HmmTopology
+from fsalign.engine.topology import Topology, TrainingGraphs
 from fsalign.errors import FsalignError
-from fsalign.graphs import TrainingGraphs
 from fsalign.synthetic.data import EPSILON, SyntheticConfig, SyntheticGenerator
-from fsalign.topology import CtcTopology, HmmTopology, Topology
 
 __all__ = ["estimate_loop_probabilities", "build_topology", "GraphBank", "TOPOLOGIES"]
 
@@ -31,7 +31,7 @@ def estimate_loop_probabilities(
     """Maximum-likelihood loop probabilities of the HMM transition model.
 
     Counted on ``num_samples`` ground-truth alignments, with the transition
-    model of :class:`fsalign.topology.HmmTopology`: a token state loops
+    model of :class:`fsalign.engine.topology.HmmTopology`: a token state loops
     ``reps - 1`` times and leaves once unless it ends the utterance (moves into
     the final state are not scored); likewise every non-empty silence gap. A
     token repeated a fixed ``N_rep`` times gives about ``1 - 1/N_rep``.

@@ -4,7 +4,7 @@ One :class:`RunConfig` is one row of a paper table: data distribution, model,
 label topology, scales α/β/γ (eq. 6), prior type, optional normalised gradient
 (eq. 11) or blank separation (eq. 15-17), optimiser settings.
 :func:`run_group` trains the seeds of a configuration together (one model
-member per seed, see :mod:`fsalign.synthetic.models`) and returns the metrics
+member per seed, see :mod:`fsalign.models.synthetic`) and returns the metrics
 of :mod:`fsalign.synthetic.evaluation` per seed; :func:`run_jobs` spreads
 groups over worker processes (one torch thread each); :func:`summarize` gives
 mean and standard deviation over seeds.
@@ -26,14 +26,24 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from fsalign.engine.fullsum import full_sum_loss
+from fsalign.engine.topology import Topology
 from fsalign.errors import FsalignError
-from fsalign.fullsum import full_sum_loss
-from fsalign.scores import batch_log_prior, blank_separated_log_probs, prior_from_alignment, sequence_log_prior
-from fsalign.synthetic.data import EPSILON, SyntheticBatch, SyntheticConfig, SyntheticGenerator
-from fsalign.synthetic.graphs import TOPOLOGIES, GraphBank, build_topology
+from fsalign.models.synthetic import MODEL_NAMES, build_model
+from fsalign.scores.posterior import blank_separated_log_probs
+from fsalign.scores.priors import (
+    batch_log_prior,
+    prior_from_alignment,
+    sequence_log_prior,
+)
+from fsalign.synthetic.data import (
+    EPSILON,
+    SyntheticBatch,
+    SyntheticConfig,
+    SyntheticGenerator,
+)
 from fsalign.synthetic.evaluation import evaluate_log_probs
-from fsalign.synthetic.models import MODEL_NAMES, build_model
-from fsalign.topology import Topology
+from fsalign.synthetic.graphs import TOPOLOGIES, GraphBank, build_topology
 
 __all__ = [
     "RunConfig", "RunResult", "make_topology", "train", "evaluate", "run_group", "run_one", "METRICS",
@@ -65,7 +75,7 @@ class RunConfig:
       prior_scope: ``"sequence"`` or ``"batch"``.
       label_loop, silence_loop: HMM loop probabilities; None estimates them from
         the ground truth of the data distribution (``estimate_loop_probabilities``).
-      normed_grad: use the normalised gradient of eq. 11 (``fsalign.normgrad``).
+      normed_grad: use the normalised gradient of eq. 11 (``fsalign.scores.normgrad``).
       normed_grad_min, normed_grad_max, normed_grad_scope: its clamping and scope
         (``"batch"``: each member's batch, or ``"seq"``).
       blank_separation: blank-separated output (eq. 15-17) instead of the softmax
@@ -179,7 +189,7 @@ def output_log_probs(cfg: RunConfig, logits: torch.Tensor, lengths: torch.Tensor
       the normalised gradient of eq. 11 (scope per member).
     """
     if cfg.normed_grad and training:
-        from fsalign.normgrad import normed_grad_log_softmax
+        from fsalign.scores.normgrad import normed_grad_log_softmax
 
         fn = functools.partial(blank_separated_log_probs, blank=EPSILON) if cfg.blank_separation else None
         return torch.stack([

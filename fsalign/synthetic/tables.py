@@ -264,7 +264,7 @@ def run_table(
     """Trains and evaluates every row of a table for seeds 0..seeds-1.
 
     The seeds of a row are split into ``workers`` groups (one model member per
-    seed, see :mod:`fsalign.synthetic.models`); groups of all rows are spread
+    seed, see :mod:`fsalign.models.synthetic`); groups of all rows are spread
     over ``workers`` processes.
 
     Returns:

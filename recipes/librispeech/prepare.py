@@ -5,9 +5,9 @@
         --alignments-dir data/alignments --parts train-clean-5 dev-clean-2 --output-dir data/prepared
 
 Stages (resumable; --stage/--stop-stage select): 0 download (only with --download),
-1 manifests, 2 features + cuts, 3 tokenizers. See docs/prepare.md and ``fsalign.prepare``.
+1 manifests, 2 features + cuts, 3 tokenizers. See docs/prepare.md and ``fsalign.corpus.prepare``.
 """
-from fsalign.prepare import main
+from fsalign.corpus.prepare import main
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,1 @@
+"""Aligning a corpus: the aligner, batch and shard planning, the resumable journal, outputs and plots."""

@@ -1,0 +1,367 @@
+"""Plots: features, score matrices and alignments of one utterance (paper Figures 1, 5, 6).
+
+* :func:`plot_grad_scores` - the gradient-score matrix ``G`` of section 5 (Figure 1);
+* :func:`plot_posteriors` - log posteriors of blank and every transcript position;
+* :func:`plot_features` - log-mel features;
+* :func:`plot_cut_alignment` - all of it for one cut, with word boundaries of the
+  alignment and, optionally, of a reference (what ``fsalign plot`` draws);
+* :func:`score_cut` - the score matrix and alignment of one cut from a loaded checkpoint.
+
+Dimension symbols legend:
+  S: transcript positions (padded)
+  T': input feature frames (padded)
+  T: frames of the posterior score matrix (T' / subsampling)
+  C: score-matrix columns (blank included)
+  F: feature dimension
+"""
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+
+from fsalign.results.alignment import Alignment
+
+__all__ = ["plot_grad_scores", "plot_posteriors", "plot_features", "draw_word_boundaries", "plot_cut_alignment",
+           "CutScores", "score_cut"]
+
+WordTimes = Sequence[Tuple[str, float, float]]  # (word, start s, end s)
+
+
+def plot_grad_scores(
+    G: torch.Tensor,
+    num_frames: int,
+    num_labels: int,
+    token_names: Optional[Sequence[str]] = None,
+    alignment: Optional[Alignment] = None,
+    frame_shift_s: Optional[float] = None,
+    ax=None,
+    title: Optional[str] = None,
+):
+    """Draws ``log softmax_t'(G)`` of one utterance as an image (Figure 1).
+
+    Args:
+      G: Tensor of shape (S, T') for one utterance, from
+        :func:`fsalign.scores.gradscore.gradient_scores` (``G[b]``).
+      num_frames: valid frames T'_b.
+      num_labels: valid positions S_b.
+      token_names: optional S_b names for the y axis.
+      alignment: optional :class:`Alignment` from :func:`fsalign.scores.gradscore.grad_align`;
+        its token spans are outlined.
+      frame_shift_s: label the x axis in seconds with this frame shift (else frames).
+      ax: a matplotlib Axes to draw into (default: a new figure).
+      title: optional title.
+
+    Returns:
+      The matplotlib Axes.
+    """
+    import matplotlib.pyplot as plt
+
+    if not isinstance(G, torch.Tensor) or G.dim() != 2:
+        raise ValueError(f"G must be the (S, T') matrix of one utterance, got shape {tuple(getattr(G, 'shape', ()))}")
+    if not (0 < num_labels <= G.shape[0] and 0 < num_frames <= G.shape[1]):
+        raise ValueError(f"num_labels/num_frames must be in 1..{tuple(G.shape)}, got {num_labels}, {num_frames}")
+    if token_names is not None and len(token_names) != num_labels:
+        raise ValueError(f"token_names must have {num_labels} entries, got {len(token_names)}")
+    scores = G[:num_labels, :num_frames].detach().double().cpu().log_softmax(dim=1).numpy()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(4.0, num_frames / 25), max(2.0, num_labels / 4)))
+    step = _frames_axis(ax, frame_shift_s, "input frame")
+    _show_log_scores(ax, scores, 0.0, step, "log softmax over time of G")
+    if alignment is not None:
+        for span in alignment.tokens:
+            _outline(ax, 0.0, step, span.start, span.end, span.position, "red")
+    if token_names is not None:
+        ax.set_yticks(range(num_labels))
+        ax.set_yticklabels(token_names)
+    ax.set_ylabel("transcript position")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def _frames_axis(ax, frame_shift_s: Optional[float], what: str = "frame") -> float:
+    ax.set_xlabel("time [s]" if frame_shift_s is not None else what)
+    return frame_shift_s if frame_shift_s is not None else 1.0
+
+
+def _show_log_scores(ax, image, x0: float, step: float, label: str) -> None:
+    """``image`` (rows, frames) of log scores, frame ``t`` at ``[x0 + t step, x0 + (t+1) step)``,
+    the colour scale from the smallest finite value; a colour bar named ``label``."""
+    finite = image[image > float("-inf")]
+    shown = ax.imshow(image, aspect="auto", origin="lower", interpolation="nearest", cmap="viridis",
+                      vmin=float(finite.min()) if finite.size else None,
+                      extent=(x0, x0 + image.shape[1] * step, -0.5, image.shape[0] - 0.5))
+    ax.figure.colorbar(shown, ax=ax, label=label)
+
+
+def _outline(ax, x0: float, step: float, start: int, end: int, row: int, color: str) -> None:
+    """A box around frames ``[start, end)`` of image row ``row``."""
+    from matplotlib.patches import Rectangle
+
+    ax.add_patch(Rectangle((x0 + start * step, row - 0.5), (end - start) * step, 1.0, fill=False, edgecolor=color,
+                           linewidth=1.0))
+
+
+def plot_posteriors(
+    log_probs: torch.Tensor,
+    num_frames: int,
+    tokens: Sequence[int],
+    blank: int = 0,
+    token_names: Optional[Sequence[str]] = None,
+    alignment: Optional[Alignment] = None,
+    frame_shift_s: Optional[float] = None,
+    ax=None,
+    title: Optional[str] = None,
+    time_offset_s: float = 0.0,
+):
+    """Draws the log posteriors of blank/silence and of every transcript position (Figures 5, 6).
+
+    Row 0 is the blank/silence column, row ``s + 1`` the column of the transcript's token
+    ``s`` (a token that occurs twice has two identical rows), so a path through the
+    transcript runs from the bottom left to the top right.
+
+    Args:
+      log_probs: Tensor of shape (T, C) for one utterance.
+      num_frames: valid frames T_b.
+      tokens: the transcript's S_b token ids (score-matrix columns), flattened over words.
+      blank: blank/silence column.
+      token_names: optional names of all C columns (for the y axis).
+      alignment: optional :class:`Alignment` (Viterbi, in these frames); its token spans
+        and blank/silence frames are outlined.
+      frame_shift_s: seconds per frame of ``log_probs`` (else the x axis is in frames).
+      ax: a matplotlib Axes to draw into (default: a new figure).
+      title: optional title.
+      time_offset_s: with ``frame_shift_s``, where frame 0 starts in seconds
+        (:func:`fsalign.results.alignment.frame_time_offset`; 0: at 0).
+
+    Returns:
+      The matplotlib Axes.
+    """
+    import matplotlib.pyplot as plt
+
+    if not isinstance(log_probs, torch.Tensor) or log_probs.dim() != 2:
+        raise ValueError(f"log_probs must be the (T, C) matrix of one utterance, got shape "
+                         f"{tuple(getattr(log_probs, 'shape', ()))}")
+    if not 0 < num_frames <= log_probs.shape[0]:
+        raise ValueError(f"num_frames must be in 1..{log_probs.shape[0]}, got {num_frames}")
+    columns = [blank] + [int(t) for t in tokens]
+    if not all(0 <= c < log_probs.shape[1] for c in columns):
+        raise ValueError(f"token ids must be columns of log_probs (0..{log_probs.shape[1] - 1}), got {list(tokens)}")
+    image = log_probs[:num_frames, columns].detach().double().cpu().T.numpy()  # (S_b + 1, T_b)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(4.0, num_frames / 25), max(2.0, len(columns) / 4)))
+    step = _frames_axis(ax, frame_shift_s)
+    x0 = time_offset_s if frame_shift_s is not None else 0.0
+    _show_log_scores(ax, image, x0, step, "log posterior")
+    if alignment is not None:
+        for span in alignment.tokens:
+            _outline(ax, x0, step, span.start, span.end, span.position + 1, "red")
+        labels = alignment.labels[:num_frames].tolist()
+        start = None
+        for t, label in enumerate(labels + [None]):
+            if label == blank and start is None:
+                start = t
+            elif label != blank and start is not None:
+                _outline(ax, x0, step, start, t, 0, "orange")
+                start = None
+    if token_names is not None:
+        ax.set_yticks(range(len(columns)))
+        ax.set_yticklabels([token_names[c] for c in columns])
+    ax.set_ylabel("blank + transcript position")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_features(features: torch.Tensor, frame_shift_s: Optional[float] = None, ax=None,
+                  title: Optional[str] = None):
+    """Draws log-mel features as an image.
+
+    Args:
+      features: Tensor of shape (T', F) for one utterance (valid frames only).
+      frame_shift_s: seconds per frame (else the x axis is in frames).
+      ax: a matplotlib Axes to draw into (default: a new figure).
+      title: optional title.
+
+    Returns:
+      The matplotlib Axes.
+    """
+    import matplotlib.pyplot as plt
+
+    if not isinstance(features, torch.Tensor) or features.dim() != 2:
+        raise ValueError(f"features must be a (T', F) tensor, got shape {tuple(getattr(features, 'shape', ()))}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(4.0, features.shape[0] / 100), 2.5))
+    step = _frames_axis(ax, frame_shift_s)
+    image = features.detach().double().cpu().T.numpy()
+    shown = ax.imshow(image, aspect="auto", origin="lower", interpolation="nearest", cmap="magma",
+                      extent=(0, features.shape[0] * step, 0, features.shape[1]))
+    ax.figure.colorbar(shown, ax=ax, label="log-mel")
+    ax.set_ylabel("feature")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def draw_word_boundaries(ax, words: WordTimes, color: str = "white", linestyle: str = "-",
+                         labels: bool = True, label_y: float = 1.01):
+    """Vertical lines at every word start and end (in the x unit of ``ax``, seconds), and the words.
+
+    Args:
+      ax: a matplotlib Axes.
+      words: (word, start, end) triples.
+      color, linestyle: of the lines (and the labels).
+      labels: write each word at its centre, at height ``label_y`` in axes coordinates.
+      label_y: 1.01 puts the words just above the axes, -0.02 just below them.
+    """
+    for word, start, end in words:
+        for x in (start, end):
+            ax.axvline(x, color=color, linestyle=linestyle, linewidth=0.9)
+        if labels:
+            ax.text((start + end) / 2, label_y, word, color=color, ha="center",
+                    va="bottom" if label_y > 0.5 else "top", fontsize=7, rotation=30,
+                    transform=ax.get_xaxis_transform())
+
+
+@dataclass
+class CutScores:
+    """The score matrix and alignment of one cut (what :func:`score_cut` returns).
+
+    Attributes:
+      kind: "posterior", "grad" or "gradext".
+      matrix: posteriors: Tensor of shape (T, C) of log posteriors (as aligned: blank
+        penalty applied, no scales); grad/gradext: ``G`` of shape (S, T').
+      alignment: the Viterbi / GradScore alignment, spans in frames of ``matrix``.
+      frame_shift_s: seconds per frame of ``matrix``.
+      transcript: the token ids per word.
+      time_offset_s: start of frame 0 in seconds (:func:`fsalign.results.alignment.frame_time_offset`).
+      words: the transcript words.
+    """
+
+    kind: str
+    matrix: torch.Tensor
+    alignment: Alignment
+    frame_shift_s: float
+    transcript: List[List[int]]
+    words: List[str]
+    time_offset_s: float = 0.0
+
+    def word_times(self) -> List[Tuple[str, float, float]]:
+        """(word, start s, end s) of the alignment's words."""
+        return [(self.words[w.index], *w.seconds(self.frame_shift_s, offset_s=self.time_offset_s))
+                for w in self.alignment.words]
+
+
+def score_cut(
+    loaded,
+    features: torch.Tensor,
+    text: str,
+    kind: str = "posterior",
+    topology: Optional[str] = None,
+    prior_scale: float = 0.0,
+    blank_penalty: float = 0.0,
+    p: float = 0.1,
+    utt_id: str = "",
+) -> CutScores:
+    """Score matrix and alignment of one utterance with a trained model.
+
+    The scores and the alignment are those of :class:`fsalign.aligning.aligner.Aligner` (what
+    ``fsalign align`` writes for the same options): ``posterior``: the model's log posteriors
+    (blank penalty ``k`` added, Table 14) aligned by Viterbi under the checkpoint's topology
+    with its training scales (under another ``topology`` with scales 1), with ``prior_scale``
+    times the checkpoint's corpus prior; ``grad``/``gradext``: ``G`` of
+    :func:`fsalign.gradient_scores` (norm ``p``) aligned by :func:`fsalign.grad_align` at the
+    input frame rate.
+
+    Args:
+      loaded: :class:`fsalign.checkpoint.LoadedCheckpoint` (the model's device is used).
+      features: Tensor of shape (T', F).
+      text: the transcript.
+      kind: "posterior", "grad" or "gradext".
+      topology: "ctc", "hmm" or "relaxed" for posterior alignment, or None (the checkpoint's).
+      prior_scale: β (posterior only; needs a checkpoint with a corpus prior if > 0).
+      blank_penalty: k added to the blank log-probability (posterior only).
+      p: the p-norm of G.
+      utt_id: named in errors.
+
+    Raises:
+      FsalignError: unknown kind, text the tokenizer cannot encode, too few frames for the
+        transcript, scores with NaN, or a prior scale without a corpus prior.
+    """
+    from fsalign.aligning.aligner import Aligner
+    from fsalign.corpus.tokenizers import normalize_words
+    from fsalign.errors import FsalignError
+
+    aligner = Aligner(loaded, kind, topology, prior_scale, blank_penalty, grad_p=p)
+    transcript = loaded.tokenizer.encode(text)
+    if transcript is None:
+        raise FsalignError(f"cut {utt_id}: cannot encode {text!r}: {loaded.tokenizer.find_oov(text)} out of vocabulary")
+    feats = features.to(device=aligner.device, dtype=torch.float32)[None]
+    lengths = torch.tensor([feats.shape[1]], device=aligner.device)
+    scores, frames = aligner.score(feats, lengths, [transcript])
+    if bool(aligner.has_nan(scores, frames)[0]):
+        raise FsalignError(f"cut {utt_id}: the model's scores contain NaN")
+    (alignment,), (needed,) = aligner.best_paths(scores, frames, [transcript])
+    if alignment is None:
+        raise FsalignError(f"cut {utt_id}: {int(frames[0])} frames, the transcript needs {needed}")
+    n = int(frames[0])
+    matrix = scores[0, :n] if kind == "posterior" else scores[0, :, :n]
+    return CutScores(kind, matrix.detach().cpu(), alignment, aligner.frame_step_s, transcript,
+                     normalize_words(text), aligner.time_offset_s)
+
+
+def plot_cut_alignment(
+    features: torch.Tensor,
+    scores: CutScores,
+    token_names: Optional[Sequence[str]] = None,
+    ref_words: Optional[WordTimes] = None,
+    frame_shift_s: float = 0.01,
+    blank: int = 0,
+    title: Optional[str] = None,
+):
+    """Features, score matrix and alignment of one cut, with word boundaries (Figures 1, 5, 6).
+
+    Top: the features with the alignment's word boundaries (solid red, words above) and the
+    reference's (dashed cyan, words below) if given. Bottom: the score matrix (posteriors of
+    blank and the transcript positions, or ``log softmax_t'(G)``) with the aligned token
+    spans outlined and the reference word boundaries.
+
+    Args:
+      features: Tensor of shape (T', F).
+      scores: :class:`CutScores` from :func:`score_cut`.
+      token_names: names of the score-matrix columns (the tokenizer's ``token_names``).
+      ref_words: reference (word, start s, end s) triples, or None.
+      frame_shift_s: seconds per feature frame.
+      blank: blank/silence column (posteriors).
+      title: figure title.
+
+    Returns:
+      The matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    tokens = [t for w in scores.transcript for t in w]
+    rows = len(tokens) + (1 if scores.kind == "posterior" else 0)
+    fig, (ax_feat, ax_scores) = plt.subplots(
+        2, 1, sharex=True, figsize=(max(6.0, features.shape[0] / 40), 3.0 + max(2.0, rows / 4)),
+        gridspec_kw={"height_ratios": [1.0, max(1.0, rows / 12)]}, constrained_layout=True,
+    )  # fmt: skip
+    plot_features(features, frame_shift_s, ax=ax_feat)
+    hyp_words = scores.word_times()
+    draw_word_boundaries(ax_feat, hyp_words, color="red")
+    if ref_words is not None:
+        draw_word_boundaries(ax_feat, ref_words, color="cyan", linestyle="--", label_y=-0.02)
+    if scores.kind == "posterior":
+        plot_posteriors(scores.matrix, scores.matrix.shape[0], tokens, blank=blank, token_names=token_names,
+                        alignment=scores.alignment, frame_shift_s=scores.frame_shift_s, ax=ax_scores,
+                        time_offset_s=scores.time_offset_s)
+    else:
+        names = [token_names[t] for t in tokens] if token_names is not None else None
+        plot_grad_scores(scores.matrix, scores.matrix.shape[1], len(tokens), token_names=names,
+                         alignment=scores.alignment, frame_shift_s=scores.frame_shift_s, ax=ax_scores)
+    if ref_words is not None:
+        draw_word_boundaries(ax_scores, ref_words, color="cyan", linestyle="--", labels=False)
+    ax_feat.set_xlabel("")
+    legend = "alignment: red" + (", reference: dashed cyan" if ref_words is not None else "")
+    fig.suptitle(f"{title + ' - ' if title else ''}{scores.kind} scores; {legend}", fontsize=9)
+    return fig

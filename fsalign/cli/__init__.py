@@ -1,0 +1,4 @@
+"""The ``fsalign`` command line."""
+from fsalign.cli.main import main
+
+__all__ = ["main"]

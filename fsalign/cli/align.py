@@ -1,0 +1,177 @@
+"""``fsalign align`` and ``fsalign merge``: parse the options, call the library, report.
+
+The work is in :mod:`fsalign.aligning.aligner` (batching, aligning), :mod:`fsalign.aligning.journal` (the journal
+that makes a run resumable) and :mod:`fsalign.aligning.output` (atomic rendering of CTM / TextGrids /
+cuts, ``OUT.failed.tsv``, merge); the names this module used to define are re-exported.
+"""
+import os
+from collections import Counter
+from pathlib import Path
+
+import click
+
+from fsalign.aligning.journal import (
+    Journal,  # noqa: F401  (re-exported: defined here before)
+)
+from fsalign.aligning.output import (  # noqa: F401
+    OUTPUT_KINDS,
+    Pathlike,
+    failed_path,
+    journal_path,
+    output_kind,
+    render,
+)
+
+
+def _default_device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{os.environ['LOCAL_RANK']}" if "LOCAL_RANK" in os.environ else "cuda"
+    return "cpu"
+
+
+def _fail(message: str):
+    raise click.ClickException(" ".join(str(message).split()))
+
+
+@click.command(context_settings={"show_default": True})
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
+              help="Training checkpoint (EXP/best.pt): model, tokenizer, topology, frame shift, corpus prior.")
+@click.option("--cuts", "cuts_path", required=True, type=click.Path(path_type=Path),
+              help="Lhotse cut manifest (.jsonl.gz) with transcripts; features are computed on the fly "
+                   "where the cuts have none.")
+@click.option("--output", required=True, type=click.Path(path_type=Path),
+              help="OUT.ctm (CTM), OUT.jsonl.gz (cuts with alignment['word'/'token']) or a folder "
+                   "(one Praat TextGrid per cut, tiers words and tokens).")
+@click.option("--scores", type=click.Choice(["posterior", "grad", "gradext"]), default="posterior",
+              help="posterior: Viterbi on the model's output; grad/gradext: GradScore/GradScoreExt on the "
+                   "input gradients (10 ms resolution).")
+@click.option("--level", type=click.Choice(["word", "token"]), default="word", help="Spans written to a CTM.")
+@click.option("--topology", type=click.Choice(["ctc", "hmm", "relaxed"]), default=None,
+              help="Topology for posterior alignment.  [default: the one the model was trained with]")
+@click.option("--prior-scale", type=float, default=0.0,
+              help="β: subtract β·log prior (the checkpoint's corpus prior) from the posteriors.")
+@click.option("--blank-penalty", type=float, default=0.0,
+              help="k: added to the blank/silence log-probability before renormalising (negative: less blank).")
+@click.option("--posterior-scale", type=float, default=None,
+              help="α.  [default: the training value with the training topology, else 1]")
+@click.option("--transition-scale", type=float, default=None,
+              help="γ.  [default: the training value with the training topology, else 1]")
+@click.option("--grad-p", type=float, default=0.1, help="p of the gradient p-norm (grad/gradext).")
+@click.option("--grad-chunk-size", type=int, default=32,
+              help="Transcript positions per batched gradient (grad/gradext); lower needs less memory.")
+@click.option("--grad-blank-score", type=float, default=-6.0, help="Blank score γ_ε of GradScore.")
+@click.option("--grad-percentile", type=float, default=60.0, help="γ_percentile of GradScoreExt.")
+@click.option("--grad-prefix", type=click.Choice(["forward", "onset"]), default="forward", show_default=True,
+              help="CTC prefix score in G: forward (eq. 23 read literally: forward variables summed over t) "
+                   "or onset (Hori et al.: a_s first emitted at t); see docs/gradscore.md.")
+@click.option("--batch-duration", type=float, default=None,
+              help="Seconds of audio per batch; 0: one cut per batch.  [default: 100; 0 for grad/gradext on "
+                   "CPU, where batching the gradients only adds padding work]")
+@click.option("--window", type=int, default=1000,
+              help="Consecutive cuts sorted by duration and batched together; a shard is a whole number "
+                   "of windows.")
+@click.option("--num-workers", type=int, default=0,
+              help="DataLoader worker processes loading audio and features (0: in the main process).")
+@click.option("--shard", default="0/1",
+              help="i/n: align only the i-th of n contiguous parts of the cuts (join them with fsalign merge); "
+                   "'env': i/n = $RANK/$WORLD_SIZE (torchrun). '{shard}' in --output becomes i.")
+@click.option("--device", default=None,
+              help="torch device.  [default: cuda (cuda:$LOCAL_RANK) if available, else cpu]")
+@click.option("--restart", is_flag=True,
+              help="Discard the journal of an earlier unfinished run instead of resuming.  [default: off, resume]")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar (utterances/s, real-time factor).")
+def align(checkpoint, cuts_path, output, scores, level, topology, prior_scale, blank_penalty, posterior_scale,
+          transition_scale, grad_p, grad_chunk_size, grad_blank_score, grad_percentile, grad_prefix, batch_duration,
+          window, num_workers, shard, device, restart, progress):
+    """Align the cuts of a corpus with a trained model and write word (and token) times.
+
+    Utterances that cannot be aligned (unreadable audio, units the model does not know,
+    too short for the transcript, NaN scores) are skipped and listed with the reason in
+    OUT.failed.tsv. Results go to OUT.journal.jsonl as they come: re-running the same
+    command after an interruption continues where it stopped. Exit status 0 if any
+    utterance was aligned, 1 (with the reason) if none was or an input is unusable.
+    """
+    import torch
+
+    from fsalign.aligning.aligner import Aligner, parse_shard
+    from fsalign.aligning.journal import align_to_output, journal_header, read_cut_ids
+    from fsalign.aligning.output import check_cut_ids
+    from fsalign.checkpoint import load_checkpoint
+    from fsalign.errors import FsalignError
+
+    try:
+        if shard == "env":
+            if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+                raise FsalignError("--shard env needs $RANK and $WORLD_SIZE (as torchrun sets them)")
+            shard = f"{os.environ['RANK']}/{os.environ['WORLD_SIZE']}"
+        i, n = parse_shard(shard)
+        output = Path(str(output).replace("{shard}", str(i)))
+        kind = output_kind(output)
+        if num_workers < 0 or window < 1 or (batch_duration is not None and not batch_duration >= 0):
+            raise FsalignError("--num-workers must be >= 0, --window >= 1 and --batch-duration >= 0")
+    except FsalignError as e:
+        _fail(e)
+    if not checkpoint.is_file():
+        _fail(f"checkpoint {checkpoint} does not exist")
+    device = device or _default_device()
+    try:
+        if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+            raise FsalignError(f"--device {device}: CUDA is not available here")
+    except RuntimeError as e:
+        _fail(f"--device {device}: {e}")
+    except FsalignError as e:
+        _fail(e)
+    try:
+        loaded = load_checkpoint(checkpoint, device)
+        aligner = Aligner(loaded, scores, topology, prior_scale, blank_penalty, posterior_scale, transition_scale,
+                          grad_p, grad_chunk_size, grad_blank_score, grad_percentile, grad_prefix)
+    except FsalignError as e:
+        _fail(e)
+    except Exception as e:
+        _fail(f"cannot load checkpoint {checkpoint}: {type(e).__name__}: {e}")
+    if batch_duration is None:
+        batch_duration = 0.0 if scores != "posterior" and aligner.device.type == "cpu" else 100.0
+    try:
+        cuts, all_ids = read_cut_ids(cuts_path)
+        check_cut_ids(kind, all_ids)
+        header = journal_header(checkpoint, cuts_path, (i, n), window, batch_duration, aligner.settings())
+        journal = Journal(journal_path(output), header, restart)
+    except FsalignError as e:
+        _fail(e)
+    summary = align_to_output(aligner, cuts, all_ids, journal, output, kind, level, batch_duration, window, (i, n),
+                              num_workers, progress)
+    reasons = Counter(reason.split(":")[0] for _, reason in summary.failed)
+    what = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))
+    failures = f"; {len(summary.failed)} failed ({what}), listed in {summary.failed_path}" if summary.failed else ""
+    shard_note = f" (shard {i}/{n})" if n > 1 else ""
+    line = (f"aligned {summary.aligned} of {len(summary.utterances)} utterances{shard_note}, "
+            f"{summary.aligned_s:.1f} s of audio{failures}")
+    if summary.utterances and not summary.aligned:
+        _fail(f"no utterance aligned: {line}")
+    if not summary.utterances:
+        line = f"shard {i}/{n} of {cuts_path} holds no cuts (more shards than windows); wrote an empty output"
+    click.echo(f"{line} -> {output}", err=True)
+
+
+@click.command(context_settings={"show_default": True})
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--output", required=True, type=click.Path(path_type=Path),
+              help="The merged output, of the inputs' format (.ctm, .jsonl.gz or a TextGrid folder).")
+def merge(inputs, output):
+    """Join the outputs of `fsalign align --shard i/n` runs, given in shard order (0/n first).
+
+    CTM and cut files are concatenated in the given order, TextGrid folders combined; their
+    OUT.failed.tsv lists are joined into OUTPUT.failed.tsv. The result equals the output of
+    one unsharded run with the same options, byte for byte. An utterance found in two inputs
+    is an error.
+    """
+    from fsalign.aligning.output import merge_outputs
+    from fsalign.errors import FsalignError
+
+    try:
+        count = merge_outputs(list(inputs), output)
+    except (FsalignError, OSError) as e:
+        _fail(e)
+    click.echo(f"merged {count} utterances from {len(inputs)} inputs -> {output}", err=True)

@@ -1,0 +1,177 @@
+"""``fsalign tse`` and ``fsalign plot``: judging and looking at alignments.
+
+``fsalign tse --ref REF --hyp HYP [--json OUT]`` compares the word times of two alignments
+(each a CTM file, a folder of TextGrids, LibriSpeech ``.alignment.txt`` files or lhotse cuts
+with alignments; :mod:`fsalign.results.formats`) with :func:`compare_alignments`: the time stamp
+error of appendix A.4.2 (boundary and centre), the silence ratio and mean word/token
+durations of both sides, and which utterances could not be compared.
+
+``fsalign plot`` draws the features, score matrix and alignment of one cut
+(:func:`fsalign.aligning.plot.plot_cut_alignment`).
+"""
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from fsalign.results.compare import AlignmentComparison, compare_alignments
+
+__all__ = ["tse", "plot"]
+
+logger = logging.getLogger(__name__)
+
+
+def _fmt(value: Optional[float], unit: str = " ms", scale: float = 1.0, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value * scale:.{digits}f}{unit}"
+
+
+def _summary(c: AlignmentComparison) -> str:
+    return "\n".join([
+        f"utterances compared: {c.num_utterances}, skipped (words differ): {len(c.skipped)}, "
+        f"only in REF: {len(c.only_in_ref)}, only in HYP: {len(c.only_in_hyp)}",
+        f"words compared: {c.num_words}",
+        f"TSE boundary: {_fmt(c.tse_boundary_ms)}, centre: {_fmt(c.tse_centre_ms)}",
+        f"silence ratio: REF {_fmt(c.ref.silence_ratio, ' %', 100)}, HYP {_fmt(c.hyp.silence_ratio, ' %', 100)}",
+        f"silence ratio between tokens: REF {_fmt(c.ref.token_silence_ratio, ' %', 100)}, "
+        f"HYP {_fmt(c.hyp.token_silence_ratio, ' %', 100)}",
+        f"word duration: REF {_fmt(c.ref.word_duration_ms)}, HYP {_fmt(c.hyp.word_duration_ms)}",
+        f"token duration: REF {_fmt(c.ref.token_duration_ms)}, HYP {_fmt(c.hyp.token_duration_ms)}",
+    ])
+
+
+_MAX_LISTED = 10
+_ALIGNMENT_PATH = click.Path(exists=True, path_type=Path)
+
+
+@click.command("tse", short_help="Time stamp error, silence ratio and durations of HYP vs REF word times.")
+@click.option("--ref", "ref_path", type=_ALIGNMENT_PATH, required=True,
+              help="reference alignment: a .ctm file, a folder of <utt>.TextGrid files, LibriSpeech "
+                   ".alignment.txt files (a file or a folder searched recursively) or lhotse cuts "
+                   "(.jsonl.gz) with alignment['word'] (required; no default)")
+@click.option("--hyp", "hyp_path", type=_ALIGNMENT_PATH, required=True,
+              help="hypothesis alignment, in any of the formats of --ref (required; no default)")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="also write every number (and the skipped/missing utterance ids) to this JSON file "
+                   "(default: none, print only)")
+def tse(ref_path: Path, hyp_path: Path, json_path: Optional[Path]):
+    """Time stamp error of HYP's word times w.r.t. REF's (appendix A.4.2), in ms.
+
+    Prints the TSE on word boundaries ((|Δstart| + |Δend|) / 2 per word) and on word
+    centres, the silence ratio (share of the utterance covered by no word) and the mean
+    word and token durations of both sides, the number of words compared, and the
+    utterances that could not be compared (word sequences differ, or present on one side
+    only). Utterances are matched by id, words case-insensitively; silence labels ("",
+    <eps>, sil, sp) are ignored. A CTM carries no utterance length: for two CTMs the
+    later last word end stands in for it. Exits 1 when no utterance could be compared.
+    """
+    from fsalign.errors import FsalignError
+    from fsalign.results.formats import read_utterances
+
+    try:
+        ref = read_utterances(ref_path)
+        hyp = read_utterances(hyp_path)
+    except FsalignError as e:
+        raise click.ClickException(str(e)) from None
+    result = compare_alignments(ref, hyp)
+    for utt_id, reason in list(result.skipped.items())[:_MAX_LISTED]:
+        logger.warning("utterance %s not compared: %s", utt_id, reason)
+    if len(result.skipped) > _MAX_LISTED:
+        logger.warning("... and %d more utterances not compared (see --json)", len(result.skipped) - _MAX_LISTED)
+    click.echo(_summary(result))
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    if result.num_utterances == 0:
+        raise click.ClickException(
+            f"no utterance could be compared: {len(ref)} in REF, {len(hyp)} in HYP, "
+            f"{len(set(ref) & set(hyp))} common ids, {len(result.skipped)} with different words")
+
+
+def _find_cut(cuts_path: Path, cut_id: str):
+    from lhotse import CutSet
+
+    try:
+        cuts = CutSet.from_file(cuts_path)
+        for cut in cuts:
+            if cut.id == cut_id:
+                return cut
+    except Exception as e:
+        raise click.ClickException(f"{cuts_path}: not a readable lhotse cut manifest: {e}") from None
+    raise click.ClickException(f"cut {cut_id} is not in {cuts_path}")
+
+
+@click.command("plot")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="training checkpoint (EXP/best.pt) (required; no default)")
+@click.option("--cuts", "cuts_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="lhotse cut manifest (.jsonl.gz), with or without precomputed features (required; no default)")
+@click.option("--cut-id", required=True, help="id of the cut to draw (required; no default)")
+@click.option("--scores", "kind", type=click.Choice(["posterior", "grad", "gradext"]), default="posterior",
+              show_default=True,
+              help="score matrix: the model's posteriors (Viterbi under --topology), or the gradient "
+                   "scores G aligned with GradScore (grad) or GradScoreExt (gradext)")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="image file; the format follows the suffix (.png, .pdf, .svg) (required; no default)")
+@click.option("--ref", "ref_path", type=_ALIGNMENT_PATH, default=None,
+              help="reference word times to draw (a .ctm, TextGrid folder, LibriSpeech alignments or cuts "
+                   "with alignments) (default: none)")
+@click.option("--topology", type=click.Choice(["ctc", "hmm", "relaxed"]), default=None,
+              help="topology of the posterior alignment (default: the one the model was trained with, "
+                   "with its training posterior/transition scales; another topology is used with scales 1)")
+@click.option("--prior-scale", type=float, default=0.0, show_default=True,
+              help="β: subtract β times the checkpoint's corpus log prior (posterior scores)")
+@click.option("--blank-penalty", type=float, default=0.0, show_default=True,
+              help="k added to the blank/silence logit before renormalising (posterior scores, Table 14)")
+@click.option("--p", "p_norm", type=float, default=0.1, show_default=True, help="p of the p-norm in G (eq. 22)")
+@click.option("--device", default="cpu", show_default=True, help="torch device")
+def plot(checkpoint, cuts_path, cut_id, kind, output, ref_path, topology, prior_scale, blank_penalty, p_norm,
+         device):
+    """Draw one cut's features, score matrix and alignment (paper Figures 1, 5, 6).
+
+    The top panel shows the features with the alignment's word boundaries (red) and, with
+    --ref, the reference's (dashed cyan); the bottom panel the score matrix (log posteriors
+    of blank and each transcript position, or log softmax over time of G) with the aligned
+    token spans outlined.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fsalign.aligning.plot import plot_cut_alignment, score_cut
+    from fsalign.checkpoint import load_checkpoint
+    from fsalign.corpus.cuts import CutDataset, cut_text
+    from fsalign.errors import FsalignError
+    from fsalign.results.formats import read_alignments
+    from fsalign.util import atomic_path
+
+    try:
+        loaded = load_checkpoint(checkpoint, device=device)
+        cut = _find_cut(cuts_path, cut_id)
+        ref_words = None
+        if ref_path is not None:
+            ref = read_alignments(ref_path)
+            if cut_id not in ref:
+                raise FsalignError(f"cut {cut_id} has no reference in {ref_path}")
+            ref_words = [(s.label, s.start, s.end) for s in ref[cut_id]]
+        text = cut_text(cut)
+        if not text:
+            raise FsalignError(f"cut {cut_id}: empty transcript, nothing to align")
+        dataset = CutDataset(loaded.tokenizer)
+        features = dataset.features(cut)
+        scores = score_cut(loaded, features, text, kind, topology=topology, prior_scale=prior_scale,
+                           blank_penalty=blank_penalty, p=p_norm, utt_id=cut_id)
+    except FsalignError as e:
+        raise click.ClickException(str(e)) from None
+    fig = plot_cut_alignment(features, scores, token_names=loaded.tokenizer.token_names, ref_words=ref_words,
+                             frame_shift_s=dataset.extractor.frame_shift, blank=loaded.model.blank, title=cut_id)
+    try:
+        with atomic_path(output) as tmp:
+            fig.savefig(tmp, dpi=120, format=output.suffix.lstrip(".").lower() or "png")
+    except ValueError as e:
+        raise click.ClickException(f"{output}: cannot write this image format: {e}") from None
+    finally:
+        plt.close(fig)
+    click.echo(f"wrote {output}: {len(scores.alignment.words)} words, {kind} scores")

@@ -1,0 +1,118 @@
+"""Full-sum scores (eq. 5, 6) and soft alignments (eq. 9).
+
+Dimension symbols used in this module:
+  B: utterances in a batch
+  T: frames (the longest utterance)
+  C: score-matrix columns
+
+The soft alignment is the gradient of the total (log-semiring) score w.r.t.
+the dense score matrix — "marginals are the gradient of the log-partition" —
+computed with ``torch.autograd.grad``, never by a second hand-written pass.
+"""
+from typing import Optional
+
+import torch
+
+from fsalign.engine.lattice import FULL_SUM_BEAM, check_inputs, dense_scores, intersect
+from fsalign.engine.topology import TrainingGraphs
+
+__all__ = ["full_sum_loss", "full_sum_scores", "soft_alignment"]
+
+
+def full_sum_scores(
+    log_probs: torch.Tensor,
+    lengths,
+    graphs: TrainingGraphs,
+    posterior_scale: float = 1.0,
+    prior_scale: float = 0.0,
+    log_prior: Optional[torch.Tensor] = None,
+    transition_scale: float = 1.0,
+) -> torch.Tensor:
+    """Log of the sum over all paths of exp(path score) (eq. 6 inside the log).
+
+    Args, returns: as :func:`full_sum_loss`, with the sign flipped (``-inf``
+    where the utterance is too short for its transcript).
+    """
+    lengths = check_inputs(log_probs, lengths, graphs)
+    scores = dense_scores(log_probs, posterior_scale, prior_scale, log_prior)
+    return _total(scores, lengths, graphs, transition_scale)
+
+
+def full_sum_loss(
+    log_probs: torch.Tensor,
+    lengths,
+    graphs: TrainingGraphs,
+    posterior_scale: float = 1.0,
+    prior_scale: float = 0.0,
+    log_prior: Optional[torch.Tensor] = None,
+    transition_scale: float = 1.0,
+) -> torch.Tensor:
+    """Full-sum negative log-likelihood per utterance (eq. 5; eq. 6 with scales).
+
+    ``-log Σ_paths exp(Σ_t [α·log_probs[t, y_t] − β·log_prior[y_t]] + γ·Σ transition log-probs)``.
+    With the CTC topology and α=1, β=0 (and no loops) this is the CTC loss.
+
+    Args:
+      log_probs: Tensor of shape (B, T, C): normalised log-probabilities (any
+        floating dtype; computed in float32). Padding frames are ignored.
+      lengths: Tensor of shape (B,), valid frames per utterance, in any order.
+      graphs: TrainingGraphs from ``topology.compile(transcripts)``.
+      posterior_scale: α.
+      prior_scale: β.
+      log_prior: Tensor of shape (C,) or (B, C) (gradients flow into it if it
+        requires grad), or None.
+      transition_scale: γ, multiplies the topology's transition log-probs.
+
+    Returns:
+      Tensor of shape (B,), float64: the NLL, ``+inf`` for an utterance shorter
+      than its transcript needs (its gradient is zero; the batch still trains).
+
+    Raises:
+      FsalignError: malformed inputs (shapes, dtypes, lengths, NaN/inf scores).
+    """
+    return -full_sum_scores(
+        log_probs, lengths, graphs, posterior_scale, prior_scale, log_prior, transition_scale
+    )
+
+
+def soft_alignment(
+    log_probs: torch.Tensor,
+    lengths,
+    graphs: TrainingGraphs,
+    posterior_scale: float = 1.0,
+    prior_scale: float = 0.0,
+    log_prior: Optional[torch.Tensor] = None,
+    transition_scale: float = 1.0,
+) -> torch.Tensor:
+    """Soft alignment v (eq. 9): per frame, the posterior of every column over all paths.
+
+    Args: as :func:`full_sum_loss`.
+
+    Returns:
+      Tensor of shape (B, T, C), float32, no grad: rows of valid frames sum to 1;
+      padding frames and utterances too short for their transcript are 0.
+    """
+    lengths = check_inputs(log_probs, lengths, graphs)
+    with torch.no_grad():
+        scores = dense_scores(log_probs, posterior_scale, prior_scale, log_prior)
+    scores = scores.detach().requires_grad_(True)
+    with torch.enable_grad():
+        total = _total(scores, lengths, graphs, transition_scale)
+        finite = torch.isfinite(total)
+        if not bool(finite.any()):
+            return torch.zeros_like(scores).detach()
+        (v,) = torch.autograd.grad(total[finite].sum(), scores)
+    return v
+
+
+def _total(scores: torch.Tensor, lengths: torch.Tensor, graphs: TrainingGraphs,
+           transition_scale: float) -> torch.Tensor:
+    """(B,) float64 log-semiring totals; -inf for infeasible utterances."""
+    B = scores.shape[0]
+    inter = intersect(scores, lengths, graphs, transition_scale, FULL_SUM_BEAM)
+    total = torch.full((B,), float("-inf"), dtype=torch.float64, device=scores.device)
+    if inter.lattice is None:
+        # keep the graph connected to the inputs so .backward() works (zero grad)
+        return total + 0.0 * scores.sum().double()
+    tot = inter.lattice.get_tot_scores(log_semiring=True, use_double_scores=True)
+    return total.index_put((inter.indices.to(scores.device),), tot)

@@ -1,0 +1,171 @@
+"""Checked inputs, scaled dense scores and their intersection with training graphs.
+
+Dimension symbols used in this module:
+  B: utterances in a batch
+  T: frames (the longest utterance)
+  C: score-matrix columns
+
+The path score every function of fsalign uses (DESIGN.md): the sum over frames
+of ``α·log_probs[t, y_t] − β·log_prior[y_t]`` plus ``γ·`` the transition
+log-prob of every move between consecutive frames. The first two terms form
+the dense score matrix built here; the third lives on the graph arcs.
+"""
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import k2
+import torch
+
+from fsalign.engine.graphs import scale_transitions
+from fsalign.engine.topology import TrainingGraphs
+from fsalign.errors import FsalignError
+
+__all__ = ["check_inputs", "dense_scores", "intersect", "Intersection"]
+
+# exact: k2 prunes the output lattice relative to the best path; +inf keeps all of it
+FULL_SUM_BEAM = math.inf
+# the best path is never pruned, so Viterbi only needs a beam that keeps it
+VITERBI_BEAM = 1.0
+
+
+def check_inputs(log_probs: torch.Tensor, lengths, graphs: TrainingGraphs) -> torch.Tensor:
+    """Validates scores, lengths and graphs; returns ``lengths`` as int64 on CPU.
+
+    Args:
+      log_probs: Tensor of shape (B, T, C), floating point.
+      lengths: Tensor (or sequence) of shape (B,), integer frames, 1 <= l <= T.
+      graphs: TrainingGraphs with B graphs whose topology has C columns.
+
+    Raises:
+      FsalignError: saying what was expected and what arrived.
+    """
+    if not isinstance(log_probs, torch.Tensor):
+        raise FsalignError(f"log_probs must be a torch.Tensor of shape (B, T, C), got {type(log_probs).__name__}")
+    if log_probs.ndim != 3:
+        raise FsalignError(f"log_probs must have shape (B, T, C), got shape {tuple(log_probs.shape)}")
+    if not log_probs.is_floating_point():
+        raise FsalignError(f"log_probs must be floating point, got {log_probs.dtype}")
+    B, T, C = log_probs.shape
+    if not isinstance(graphs, TrainingGraphs):
+        raise FsalignError(
+            f"graphs must be the TrainingGraphs returned by topology.compile(...), got {type(graphs).__name__}"
+        )
+    if len(graphs) != B:
+        raise FsalignError(f"log_probs has {B} utterances but graphs has {len(graphs)}")
+    if C != graphs.topology.num_labels:
+        raise FsalignError(
+            f"log_probs has C={C} columns but the {graphs.topology.name} has num_labels="
+            f"{graphs.topology.num_labels}"
+        )
+    lengths = torch.as_tensor(lengths)
+    if lengths.ndim != 1 or lengths.shape[0] != B:
+        raise FsalignError(f"lengths must have shape ({B},), got {tuple(lengths.shape)}")
+    if lengths.is_floating_point() or lengths.dtype == torch.bool:
+        raise FsalignError(f"lengths must be integer frame counts, got {lengths.dtype}")
+    lengths = lengths.to("cpu", torch.int64)
+    bad = ((lengths < 1) | (lengths > T)).nonzero().flatten().tolist()
+    if bad:
+        raise FsalignError(
+            "lengths must be in 1..T=%d; " % T
+            + ", ".join(f"utterance {i} has {int(lengths[i])}" for i in bad[:10])
+        )
+    valid = torch.arange(T, device=log_probs.device)[None, :] < lengths.to(log_probs.device)[:, None]
+    finite = torch.isfinite(log_probs).all(dim=2) | ~valid
+    if not bool(finite.all()):
+        rows = (~finite).any(dim=1).nonzero().flatten().tolist()
+        raise FsalignError(
+            "log_probs contain NaN or inf in valid frames of "
+            + ", ".join(
+                f"utterance {i} (first at frame {int((~finite[i]).nonzero()[0])})" for i in rows[:10]
+            )
+        )
+    return lengths
+
+
+def dense_scores(
+    log_probs: torch.Tensor,
+    posterior_scale: float = 1.0,
+    prior_scale: float = 0.0,
+    log_prior: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """``α·log_probs − β·log_prior``, float32, differentiable in both.
+
+    Args:
+      log_probs: Tensor of shape (B, T, C).
+      posterior_scale: α.
+      prior_scale: β.
+      log_prior: Tensor of shape (C,) or (B, C), or None (then β must be 0).
+
+    Returns:
+      Tensor of shape (B, T, C), float32.
+    """
+    B, T, C = log_probs.shape
+    scores = log_probs.float()
+    if posterior_scale != 1.0:
+        scores = scores * float(posterior_scale)
+    if log_prior is None:
+        if prior_scale != 0.0:
+            raise FsalignError(f"prior_scale={prior_scale} needs a log_prior of shape (C,) or (B, C)")
+        return scores
+    if not isinstance(log_prior, torch.Tensor):
+        raise FsalignError(f"log_prior must be a torch.Tensor, got {type(log_prior).__name__}")
+    if tuple(log_prior.shape) not in ((C,), (B, C)):
+        raise FsalignError(f"log_prior must have shape ({C},) or ({B}, {C}), got {tuple(log_prior.shape)}")
+    if not bool(torch.isfinite(log_prior).all()):
+        raise FsalignError("log_prior contains NaN or inf (a zero prior probability?)")
+    if prior_scale == 0.0:
+        return scores
+    prior = log_prior.to(scores.device, torch.float32)
+    prior = prior[None, None, :] if prior.ndim == 1 else prior[:, None, :]
+    return scores - float(prior_scale) * prior
+
+
+@dataclass
+class Intersection:
+    """A lattice and how its FSAs map to the batch.
+
+    Attributes:
+      lattice: k2 FsaVec, one lattice per entry of ``indices``, same order.
+      indices: LongTensor of shape (F,), the batch index of every lattice.
+    """
+
+    lattice: Optional[k2.Fsa]
+    indices: torch.Tensor
+
+
+def intersect(
+    scores: torch.Tensor,
+    lengths: torch.Tensor,
+    graphs: TrainingGraphs,
+    transition_scale: float,
+    output_beam: float,
+    frame_idx_name: Optional[str] = None,
+) -> Intersection:
+    """Intersects the feasible utterances' graphs with their dense scores.
+
+    Utterances shorter than their transcript needs are left out (callers report
+    them); lengths may come in any order (k2 needs them sorted: done here).
+
+    Args:
+      scores: Tensor of shape (B, T, C), float32.
+      lengths: LongTensor of shape (B,) on CPU.
+      graphs: B training graphs.
+      transition_scale: γ.
+      output_beam: k2's lattice beam (``inf`` = exact full sum).
+      frame_idx_name: passed to ``k2.intersect_dense``.
+    """
+    feasible = (lengths >= graphs.min_frames).nonzero().flatten()
+    if len(feasible) == 0:
+        return Intersection(None, feasible)
+    # k2 needs decreasing durations, and graphs in the same order as the dense rows
+    order = feasible[torch.sort(-lengths[feasible], stable=True).indices]
+    segments = torch.stack([order, torch.zeros_like(order), lengths[order]], dim=1).to(torch.int32)
+    dense = k2.DenseFsaVec(scores, segments)
+    fsa = graphs.to(scores.device).fsa
+    if not torch.equal(order, torch.arange(len(graphs))):
+        fsa = k2.index_fsa(fsa, order.to(torch.int32).to(fsa.device))
+    fsa = scale_transitions(fsa, transition_scale)
+    lattice = k2.intersect_dense(fsa, dense, output_beam=output_beam, frame_idx_name=frame_idx_name)
+    return Intersection(lattice, order)
+

@@ -1,0 +1,90 @@
+"""Viterbi (best-path) alignment in the max semiring.
+
+Dimension symbols used in this module:
+  B: utterances in a batch
+  T: frames (the longest utterance)
+  C: score-matrix columns
+"""
+from typing import List, Optional
+
+import k2
+import numpy as np
+import torch
+
+from fsalign.engine.lattice import VITERBI_BEAM, check_inputs, dense_scores, intersect
+from fsalign.engine.topology import TrainingGraphs
+from fsalign.errors import FsalignError, InfeasibleAlignment
+from fsalign.results.alignment import Alignment, spans_from_path
+
+__all__ = ["viterbi_align"]
+
+_ON_INFEASIBLE = ("raise", "skip")
+
+
+def viterbi_align(
+    log_probs: torch.Tensor,
+    lengths,
+    graphs: TrainingGraphs,
+    posterior_scale: float = 1.0,
+    prior_scale: float = 0.0,
+    log_prior: Optional[torch.Tensor] = None,
+    transition_scale: float = 1.0,
+    on_infeasible: str = "raise",
+) -> List[Optional[Alignment]]:
+    """Best path of every utterance under the path score of :func:`full_sum_loss`.
+
+    The feasibility condition: an utterance needs at least as many frames as
+    its transcript under the topology (CTC: tokens + equal neighbours; relaxed
+    and HMM: tokens; a custom topology: the shortest path of its graph).
+
+    Args:
+      log_probs: Tensor of shape (B, T, C), any score matrix (posteriors,
+        gradient scores); padding frames are ignored.
+      lengths: Tensor of shape (B,), valid frames per utterance, in any order.
+      graphs: TrainingGraphs from ``topology.compile(transcripts)``.
+      posterior_scale: α.
+      prior_scale: β.
+      log_prior: Tensor of shape (C,) or (B, C), or None.
+      transition_scale: γ.
+      on_infeasible: "raise" (default) or "skip" (the entry is then None).
+
+    Returns:
+      One :class:`Alignment` per utterance, in batch order.
+
+    Raises:
+      InfeasibleAlignment: utterances too short for their transcripts (all of
+        them named, with frames given and needed), unless ``on_infeasible="skip"``.
+      FsalignError: malformed inputs.
+    """
+    if on_infeasible not in _ON_INFEASIBLE:
+        raise FsalignError(f"on_infeasible must be one of {_ON_INFEASIBLE}, got {on_infeasible!r}")
+    lengths = check_inputs(log_probs, lengths, graphs)
+    short = (lengths < graphs.min_frames).nonzero().flatten().tolist()
+    if short and on_infeasible == "raise":
+        raise InfeasibleAlignment(
+            short, [int(lengths[i]) for i in short], [int(graphs.min_frames[i]) for i in short]
+        )
+    with torch.no_grad():
+        scores = dense_scores(log_probs.detach(), posterior_scale, prior_scale,
+                              None if log_prior is None else log_prior.detach())
+        inter = intersect(scores, lengths, graphs, transition_scale, VITERBI_BEAM)
+    out: List[Optional[Alignment]] = [None] * len(graphs)
+    if inter.lattice is None:
+        return out
+    best = k2.shortest_path(inter.lattice, use_double_scores=True)
+    totals = best.get_tot_scores(log_semiring=False, use_double_scores=True).cpu().tolist()
+    best = best.to("cpu")
+    arc_splits = best.arcs.shape().row_splits(2)[best.arcs.shape().row_splits(1).long()].long()
+    labels_all = best.labels.numpy()
+    aux_all = best.aux_labels.numpy()
+    topo = graphs.topology
+    for k, b in enumerate(inter.indices.tolist()):
+        lo, hi = int(arc_splits[k]), int(arc_splits[k + 1]) - 1  # drop the final arc
+        labels, aux = labels_all[lo:hi], aux_all[lo:hi]
+        if len(labels) != int(lengths[b]):
+            raise RuntimeError(f"utterance {b}: best path has {len(labels)} frames, expected {int(lengths[b])}")
+        tokens, words = spans_from_path(
+            labels, aux, graphs.transcripts[b], topo.non_token_labels, topo.silence_symbol
+        )
+        out[b] = Alignment(torch.from_numpy(labels.astype(np.int64)), float(totals[k]), tokens, words)
+    return out

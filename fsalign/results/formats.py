@@ -1,0 +1,285 @@
+"""Word and token times on disk: CTM, Praat TextGrid, LibriSpeech alignments, lhotse cuts.
+
+One in-memory form, :class:`UtteranceTimes` (an utterance id, its duration, word and token
+spans in seconds relative to the start of the cut), and a reader and writer per format:
+
+* CTM (``<utt> <channel> <start> <duration> <label>``, NIST), one level (words or tokens)
+  per file, times with millisecond resolution;
+* a folder of Praat TextGrids (``<utt>.TextGrid``, tiers ``"words"`` and ``"tokens"``,
+  written with praatio; gaps filled with empty intervals as Praat expects);
+* LibriSpeech alignments (``*.alignment.txt``, the CorentinJ/librispeech-alignments format
+  that ``lhotse.recipes.prepare_librispeech`` reads), read only;
+* lhotse cuts (``.jsonl.gz``) whose supervisions carry ``alignment["word"]`` and
+  ``alignment["token"]`` as :class:`lhotse.supervision.AlignmentItem` (times relative to the
+  recording, as lhotse stores them).
+
+Readers drop silence: intervals with an empty label or one of :data:`SILENCE_LABELS`
+(``<eps>``, ``sil``, ``sp``, ``<sil>``, compared case-insensitively), so that a reference and
+a hypothesis compare words only. Writers are deterministic (identical input, byte-identical
+file) and replace a final file atomically (temporary file in the same folder + ``os.replace``).
+"""
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, Iterable, List
+
+from fsalign.errors import FsalignError
+from fsalign.results.manifests import (
+    cut_with_alignment,
+    read_cut_alignments,
+    read_librispeech_alignments,
+)
+from fsalign.results.times import (
+    SILENCE_LABELS,
+    TimedSpan,
+    UtteranceTimes,
+    check_level,
+    is_silence,
+    words_only,
+)
+from fsalign.util import Pathlike, atomic_open, atomic_path
+
+__all__ = [
+    "TimedSpan",
+    "UtteranceTimes",
+    "SILENCE_LABELS",
+    "is_silence",
+    "format_ctm",
+    "write_ctm",
+    "read_ctm",
+    "write_textgrid",
+    "read_textgrid",
+    "cut_with_alignment",
+    "read_alignments",
+    "read_utterances",
+    "alignment_format",
+]
+
+
+_TEXTGRID_TIERS = {"word": ("words",), "token": ("tokens", "phones")}
+_TEXTGRID_DIGITS = 6  # TextGrid times: microseconds (frame times are multiples of 10 ms)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    with atomic_open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
+
+
+# --- CTM ---------------------------------------------------------------------------------
+
+
+def format_ctm(utt: UtteranceTimes, level: str = "word") -> str:
+    """CTM lines of one utterance: ``<utt> <channel> <start> <duration> <label>`` per span.
+
+    Start and end are rounded to milliseconds first and the duration is their difference,
+    so ``start + duration`` reproduces the rounded end exactly.
+
+    Args:
+      utt: the utterance.
+      level: "word" or "token".
+
+    Returns:
+      The lines, each ending in a newline ("" for no spans).
+    """
+    lines = []
+    for span in utt.spans(level):
+        if not span.label or any(c.isspace() for c in span.label):
+            raise FsalignError(f"utterance {utt.utt_id}: CTM labels must be non-empty without spaces, "
+                               f"got {span.label!r}")
+        start, end = round(span.start, 3), round(span.end, 3)
+        lines.append(f"{utt.utt_id} {utt.channel} {start:.3f} {end - start:.3f} {span.label}\n")
+    return "".join(lines)
+
+
+def write_ctm(utts: Iterable[UtteranceTimes], path: Pathlike, level: str = "word") -> None:
+    """Writes the CTM of ``utts`` (in the given order) to ``path`` atomically."""
+    _atomic_write_text(Path(path), "".join(format_ctm(u, level) for u in utts))
+
+
+def read_ctm(path: Pathlike) -> Dict[str, List[TimedSpan]]:
+    """Spans per utterance of a CTM file, silence dropped, in time order.
+
+    Lines have 5 or more columns (a 6th, the confidence, is ignored); empty lines and
+    ``;;`` comments are skipped.
+
+    Raises:
+      FsalignError: the file is missing or a line is malformed (file and line number named).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FsalignError(f"CTM file {path} does not exist")
+    spans: Dict[str, List[TimedSpan]] = defaultdict(list)
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields or fields[0].startswith(";;"):
+                continue
+            try:
+                if len(fields) < 5:
+                    raise ValueError("fewer than 5 columns")
+                start, duration = float(fields[2]), float(fields[3])
+                if not (math.isfinite(start) and math.isfinite(duration)) or duration < 0:
+                    raise ValueError("start and duration must be finite, duration >= 0")
+            except ValueError as e:
+                raise FsalignError(f"{path}:{number}: not a CTM line "
+                                   f"('<utt> <channel> <start> <duration> <label>'): {e}: {line.strip()!r}") from None
+            spans[fields[0]].append(TimedSpan(fields[4], start, round(start + duration, _TEXTGRID_DIGITS)))
+    return {utt: words_only(s) for utt, s in spans.items()}
+
+
+# --- TextGrid ----------------------------------------------------------------------------
+
+
+def _tier_entries(spans: List[TimedSpan], utt_id: str, tier: str) -> list:
+    entries, previous_end = [], 0.0
+    for span in spans:
+        start, end = round(span.start, _TEXTGRID_DIGITS), round(span.end, _TEXTGRID_DIGITS)
+        if start < previous_end or end <= start:
+            raise FsalignError(f"utterance {utt_id}: {tier} span {span.label!r} [{span.start}, {span.end}] "
+                               f"is empty or overlaps the previous one")
+        entries.append((start, end, span.label))
+        previous_end = end
+    return entries
+
+
+def write_textgrid(utt: UtteranceTimes, path: Pathlike) -> None:
+    """Writes one Praat TextGrid (long format) with interval tiers "words" and "tokens".
+
+    The grid spans [0, duration] (or [0, last end] without a duration); the gaps between
+    spans are filled with empty intervals (praatio ``includeBlankSpaces``), as Praat needs.
+
+    Args:
+      utt: the utterance; times are rounded to microseconds.
+      path: the ``.TextGrid`` file, replaced atomically.
+    """
+    from praatio import textgrid
+    from praatio.data_classes.interval_tier import IntervalTier
+
+    tiers = {"words": _tier_entries(utt.words, utt.utt_id, "words"),
+             "tokens": _tier_entries(utt.tokens, utt.utt_id, "tokens")}
+    last = max([e[1] for entries in tiers.values() for e in entries] + [0.0])
+    xmax = round(utt.duration, _TEXTGRID_DIGITS) if utt.duration is not None else last
+    if xmax < last:
+        raise FsalignError(f"utterance {utt.utt_id}: a span ends at {last} s, after its duration {utt.duration} s")
+    if xmax <= 0:
+        raise FsalignError(f"utterance {utt.utt_id}: cannot write a TextGrid of length 0")
+    grid = textgrid.Textgrid()
+    for name, entries in tiers.items():
+        grid.addTier(IntervalTier(name, entries, 0.0, xmax))
+    with atomic_path(path) as tmp:
+        grid.save(str(tmp), format="long_textgrid", includeBlankSpaces=True, minimumIntervalLength=None,
+                  reportingMode="error")
+
+
+def _open_textgrid(path: Path):
+    from praatio import textgrid
+
+    try:
+        return textgrid.openTextgrid(str(path), includeEmptyIntervals=False, reportingMode="silence")
+    except FileNotFoundError:
+        raise FsalignError(f"TextGrid {path} does not exist") from None
+    except Exception as e:  # praatio raises many kinds on malformed files
+        raise FsalignError(f"{path}: not a readable TextGrid: {e}") from None
+
+
+def _read_tier(grid, path: Path, names) -> List[TimedSpan]:
+    from praatio.data_classes.interval_tier import IntervalTier
+
+    for name in names:
+        if name in grid.tierNames and isinstance(grid.getTier(name), IntervalTier):
+            entries = grid.getTier(name).entries
+            return words_only(TimedSpan(label, float(start), float(end)) for start, end, label in entries)
+    raise FsalignError(f"{path}: no interval tier {' or '.join(map(repr, names))} (tiers: {list(grid.tierNames)})")
+
+
+def read_textgrid(path: Pathlike, tier: str = "words") -> List[TimedSpan]:
+    """Spans of one tier of a TextGrid, silence dropped, in time order.
+
+    Raises:
+      FsalignError: the file is missing or unreadable, or has no such tier.
+    """
+    path = Path(path)
+    return _read_tier(_open_textgrid(path), path, (tier,))
+
+
+def _read_textgrid_utterance(path: Path) -> UtteranceTimes:
+    grid = _open_textgrid(path)
+    words = _read_tier(grid, path, _TEXTGRID_TIERS["word"])
+    tokens = []
+    if any(name in grid.tierNames for name in _TEXTGRID_TIERS["token"]):
+        tokens = _read_tier(grid, path, _TEXTGRID_TIERS["token"])
+    return UtteranceTimes(path.stem, float(grid.maxTimestamp), words, tokens)
+
+
+# --- dispatch ----------------------------------------------------------------------------
+
+
+def alignment_format(path: Pathlike) -> str:
+    """The format of ``path``: "ctm", "textgrid" (folder), "librispeech" (file or folder) or "cuts".
+
+    Raises:
+      FsalignError: missing path or unknown format.
+    """
+    path = Path(path)
+    name = path.name.lower()
+    if path.is_dir():
+        if next(path.glob("*.TextGrid"), None) is not None:
+            return "textgrid"
+        if next(path.rglob("*.alignment.txt"), None) is not None:
+            return "librispeech"
+        raise FsalignError(f"{path}: a folder with neither *.TextGrid nor *.alignment.txt files")
+    if not path.exists():
+        raise FsalignError(f"{path} does not exist")
+    if name.endswith(".ctm"):
+        return "ctm"
+    if name.endswith(".alignment.txt"):
+        return "librispeech"
+    if name.endswith((".jsonl.gz", ".jsonl", ".json.gz", ".json")):
+        return "cuts"
+    raise FsalignError(f"{path}: unknown alignment format (expected .ctm, a TextGrid folder, "
+                       f"LibriSpeech .alignment.txt files or lhotse cuts .jsonl.gz)")
+
+
+def read_utterances(path: Pathlike, level: str = "word") -> Dict[str, UtteranceTimes]:
+    """Every utterance of an alignment file or folder (see :func:`alignment_format`).
+
+    A CTM holds one level: its spans become ``words`` (``level="word"``) or ``tokens``
+    (``level="token"``), and ``duration`` is None. TextGrids give their ``xmax`` as the
+    duration and the tier "tokens" (or "phones") as tokens; cuts their duration and
+    ``alignment["token"]`` (or "phone"); LibriSpeech alignments the last entry's end
+    (their entries tile the utterance) and no tokens.
+
+    Returns:
+      utterance id -> :class:`UtteranceTimes`, in the order of the source (TextGrids by name).
+    """
+    check_level(level)
+    path = Path(path)
+    kind = alignment_format(path)
+    if kind == "ctm":
+        spans = read_ctm(path)
+        if level == "word":
+            return {u: UtteranceTimes(u, None, s, []) for u, s in spans.items()}
+        return {u: UtteranceTimes(u, None, [], s) for u, s in spans.items()}
+    if kind == "textgrid":
+        return {p.stem: _read_textgrid_utterance(p) for p in sorted(path.glob("*.TextGrid"))}
+    if kind == "librispeech":
+        files = sorted(path.rglob("*.alignment.txt")) if path.is_dir() else [path]
+        return read_librispeech_alignments(files)
+    return read_cut_alignments(path)
+
+
+def read_alignments(path: Pathlike, level: str = "word") -> Dict[str, List[TimedSpan]]:
+    """Spans of one level per utterance from a CTM file, a TextGrid folder, LibriSpeech
+    ``.alignment.txt`` files or lhotse cuts with alignments; silence dropped.
+
+    Args:
+      path: the file or folder (format from :func:`alignment_format`).
+      level: "word" or "token" (a CTM file has one level: its spans are returned either way).
+
+    Returns:
+      utterance id -> spans in time order.
+    """
+    check_level(level)
+    if alignment_format(path) == "ctm":
+        return read_ctm(path)
+    return {u: t.spans(level) for u, t in read_utterances(path, level).items()}

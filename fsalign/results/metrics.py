@@ -1,0 +1,283 @@
+"""Alignment and recognition metrics of appendix A.4.2.
+
+Every metric is "calculated over a set of sequences", so each function returns
+an additive statistic (sums and counts): add the results of several batches
+with ``+`` and read ``.value`` (or the named properties) at the end.
+
+* framewise cross entropy w.r.t. a reference alignment (eq. 12/18), per frame;
+* average blank/silence posterior E p(eps|x);
+* label/word error rate (N_sub + N_ins + N_del) / N_ref, via kaldialign;
+* time stamp error (TSE): boundary ("LR") and centre variants;
+* silence ratio of an alignment and average token duration.
+
+Dimension symbols legend:
+  B: batch size
+  T: number of frames (padded)
+  C: number of score-matrix columns
+"""
+from dataclasses import dataclass
+from typing import Hashable, List, Optional, Sequence, Tuple, Union
+
+import kaldialign
+import torch
+
+from fsalign.util import check_blank, valid_frame_mask
+
+__all__ = [
+    "Average",
+    "ErrorStats",
+    "TimeStampError",
+    "framewise_ce",
+    "blank_posterior",
+    "error_rate",
+    "word_error_rate",
+    "collapse_ctc",
+    "greedy_decode",
+    "time_stamp_error",
+    "silence_ratio",
+    "average_token_duration",
+]
+
+# A span is (start, end) or any object with .start and .end (fsalign.WordSpan, TokenSpan).
+Span = Union[Tuple[float, float], object]
+LabelSequences = Union[torch.Tensor, Sequence[Sequence[int]]]
+
+
+@dataclass(frozen=True)
+class Average:
+    """A mean over a set of items: ``total / count`` (NaN when empty)."""
+
+    total: float
+    count: int
+
+    @property
+    def value(self) -> float:
+        return self.total / self.count if self.count else float("nan")
+
+    def __add__(self, other: "Average") -> "Average":
+        return Average(self.total + other.total, self.count + other.count)
+
+    def __float__(self) -> float:
+        return self.value
+
+
+@dataclass(frozen=True)
+class ErrorStats:
+    """Edit-distance counts; ``rate`` = (sub + ins + del) / ref_length (A.4.2)."""
+
+    substitutions: int
+    insertions: int
+    deletions: int
+    ref_length: int
+
+    @property
+    def errors(self) -> int:
+        return self.substitutions + self.insertions + self.deletions
+
+    @property
+    def rate(self) -> float:
+        """Error rate as a fraction (multiply by 100 for %); inf if the references are empty but not the hyps."""
+        if self.ref_length == 0:
+            return 0.0 if self.errors == 0 else float("inf")
+        return self.errors / self.ref_length
+
+    def __add__(self, other: "ErrorStats") -> "ErrorStats":
+        return ErrorStats(
+            self.substitutions + other.substitutions,
+            self.insertions + other.insertions,
+            self.deletions + other.deletions,
+            self.ref_length + other.ref_length,
+        )
+
+
+@dataclass(frozen=True)
+class TimeStampError:
+    """Sums behind the TSE over a set of sequences, in the unit of the spans.
+
+    Attributes:
+      boundary_sum: sum over words of |start_ref - start_hyp| + |end_ref - end_hyp|.
+      centre_sum: sum over words of |centre_ref - centre_hyp|, centre = (start + end) / 2.
+      num_words: number of words.
+    """
+
+    boundary_sum: float
+    centre_sum: float
+    num_words: int
+
+    @property
+    def boundary(self) -> float:
+        """TSE of A.4.2 ("LR" in Tables 3-6): boundary_sum / (2 num_words)."""
+        return self.boundary_sum / (2 * self.num_words) if self.num_words else float("nan")
+
+    @property
+    def centre(self) -> float:
+        """Centre TSE ("Center" in Tables 3-6): centre_sum / num_words."""
+        return self.centre_sum / self.num_words if self.num_words else float("nan")
+
+    def __add__(self, other: "TimeStampError") -> "TimeStampError":
+        return TimeStampError(
+            self.boundary_sum + other.boundary_sum, self.centre_sum + other.centre_sum, self.num_words + other.num_words
+        )
+
+
+def _frame_mask(log_probs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    if log_probs.dim() != 3:
+        raise ValueError(f"log_probs must be a tensor of shape (B, T, C), got {tuple(log_probs.shape)}")
+    return valid_frame_mask(lengths.to(log_probs.device), log_probs.shape[1], batch_size=log_probs.shape[0])
+
+
+@torch.no_grad()
+def framewise_ce(log_probs: torch.Tensor, lengths: torch.Tensor, ref_labels: torch.Tensor) -> Average:
+    """Framewise cross entropy w.r.t. a reference alignment (eq. 12/18, A.4.2), per frame.
+
+    ``total`` is -sum_t log p(ref_t | x_t) over the valid frames, ``count`` the
+    number of frames ("Fw. CE" in Tables 1, 10-13 is ``value``). For training
+    with this criterion use the heads' ``framewise_ce`` (differentiable).
+
+    Args:
+      log_probs: Tensor of shape (B, T, C), normalised log-probabilities.
+      lengths: Tensor of shape (B,).
+      ref_labels: LongTensor of shape (B, T), reference column per frame (padding ignored).
+    """
+    mask = _frame_mask(log_probs, lengths)
+    if ref_labels.shape != mask.shape:
+        raise ValueError(f"ref_labels must have shape (B, T) = {tuple(mask.shape)}, got {tuple(ref_labels.shape)}")
+    ref = ref_labels.to(log_probs.device).long()
+    num_labels = log_probs.shape[-1]
+    if bool(((ref[mask] < 0) | (ref[mask] >= num_labels)).any()):
+        raise ValueError(f"ref_labels on valid frames must be in [0, {num_labels})")
+    picked = log_probs.gather(-1, ref.clamp(0, num_labels - 1).unsqueeze(-1)).squeeze(-1)
+    return Average(-float(picked[mask].double().sum()), int(mask.sum()))
+
+
+@torch.no_grad()
+def blank_posterior(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int = 0) -> Average:
+    """Average blank/silence posterior E p(eps|x) = (1/T) sum_t p(y_t = eps | x) (A.4.2).
+
+    Args:
+      log_probs: Tensor of shape (B, T, C).
+      lengths: Tensor of shape (B,).
+      blank: blank/silence column.
+    """
+    mask = _frame_mask(log_probs, lengths)
+    blank = check_blank(blank, log_probs.shape[-1])
+    return Average(float(log_probs[..., blank][mask].double().exp().sum()), int(mask.sum()))
+
+
+def error_rate(refs: Sequence[Sequence[Hashable]], hyps: Sequence[Sequence[Hashable]]) -> ErrorStats:
+    """Levenshtein counts summed over pairs of label (LER) or word (WER) sequences (A.4.2).
+
+    Args:
+      refs: reference sequences (labels, words, any hashable symbols).
+      hyps: recognised sequences, parallel to ``refs``.
+    """
+    if len(refs) != len(hyps):
+        raise ValueError(f"need one hypothesis per reference, got {len(refs)} references and {len(hyps)} hypotheses")
+    stats = ErrorStats(0, 0, 0, 0)
+    for ref, hyp in zip(refs, hyps):
+        result = kaldialign.edit_distance(list(ref), list(hyp))
+        stats = stats + ErrorStats(result["sub"], result["ins"], result["del"], len(ref))
+    return stats
+
+
+def word_error_rate(refs: Sequence[str], hyps: Sequence[str]) -> ErrorStats:
+    """WER counts of whitespace-separated transcripts (see :func:`error_rate`)."""
+    return error_rate([r.split() for r in refs], [h.split() for h in hyps])
+
+
+def collapse_ctc(labels: Sequence[int], blank: int = 0) -> List[int]:
+    """Label sequence of a CTC path: merge repeated labels, then drop blanks."""
+    out: List[int] = []
+    previous = None
+    for label in labels:
+        label = int(label)
+        if label != previous and label != blank:
+            out.append(label)
+        previous = label
+    return out
+
+
+def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int = 0) -> List[List[int]]:
+    """Best-path decoding: per-frame argmax over valid frames, then :func:`collapse_ctc`.
+
+    Args:
+      log_probs: Tensor of shape (B, T, C) (any monotone scores work).
+      lengths: Tensor of shape (B,).
+      blank: the blank/silence column to drop.
+
+    Returns:
+      B label sequences.
+    """
+    best = log_probs.argmax(dim=-1).cpu()
+    return [collapse_ctc(best[b, :n].tolist(), blank=blank) for b, n in enumerate(lengths.tolist())]
+
+
+def _bounds(span: Span) -> Tuple[float, float]:
+    if hasattr(span, "start") and hasattr(span, "end"):
+        return float(span.start), float(span.end)
+    start, end = span
+    return float(start), float(end)
+
+
+def time_stamp_error(ref: Sequence[Sequence[Span]], hyp: Sequence[Sequence[Span]]) -> TimeStampError:
+    """Time stamp error of word spans w.r.t. a reference alignment (A.4.2).
+
+    TSE = sum_w (|start_ref - start_hyp| + |end_ref - end_hyp|) / (2 N_words)
+    (``.boundary``), and the centre variant sum_w |centre_ref - centre_hyp| / N_words
+    (``.centre``). Units are those of the spans: frames (synthetic data) or
+    seconds; both sides must use the same unit and end convention.
+
+    Args:
+      ref: per sequence, the reference word spans: (start, end) pairs or objects
+        with ``.start``/``.end`` (e.g. ``Alignment.words``).
+      hyp: per sequence, the model's word spans; same number of words as ``ref``.
+    """
+    if len(ref) != len(hyp):
+        raise ValueError(f"need the same number of sequences, got {len(ref)} references and {len(hyp)} hypotheses")
+    boundary, centre, count = 0.0, 0.0, 0
+    for index, (ref_words, hyp_words) in enumerate(zip(ref, hyp)):
+        if len(ref_words) != len(hyp_words):
+            raise ValueError(
+                f"sequence {index}: the reference has {len(ref_words)} words, the hypothesis {len(hyp_words)}"
+            )
+        for ref_span, hyp_span in zip(ref_words, hyp_words):
+            (rs, re), (hs, he) = _bounds(ref_span), _bounds(hyp_span)
+            boundary += abs(rs - hs) + abs(re - he)
+            centre += abs((rs + re) - (hs + he)) / 2
+            count += 1
+    return TimeStampError(boundary, centre, count)
+
+
+def _sequences(labels: LabelSequences, lengths: Optional[torch.Tensor]) -> List[torch.Tensor]:
+    if isinstance(labels, torch.Tensor) and labels.dim() == 2:
+        if lengths is None:
+            raise ValueError("a padded (B, T) labels tensor needs lengths")
+        mask = valid_frame_mask(lengths.to(labels.device), labels.shape[1], batch_size=labels.shape[0])
+        return [labels[b][mask[b]] for b in range(labels.shape[0])]
+    if lengths is not None:
+        raise ValueError("lengths only applies to a padded (B, T) labels tensor")
+    return [torch.as_tensor(seq) for seq in labels]
+
+
+def silence_ratio(labels: LabelSequences, silence: int = 0, lengths: Optional[torch.Tensor] = None) -> Average:
+    """Fraction of frames aligned to blank/silence ("Sil. ratio", "Si/B" in Tables 2-5).
+
+    Args:
+      labels: per-frame labels: a list of 1-D sequences (e.g. ``[a.labels for a in alignments]``)
+        or a padded LongTensor of shape (B, T) with ``lengths``.
+      silence: blank/silence column.
+      lengths: Tensor of shape (B,), only with a padded tensor.
+    """
+    seqs = _sequences(labels, lengths)
+    return Average(float(sum(int((seq == silence).sum()) for seq in seqs)), sum(int(seq.numel()) for seq in seqs))
+
+
+def average_token_duration(spans: Sequence[Sequence[Span]]) -> Average:
+    """Mean token duration ("Phon." in Tables 2 and 9): mean of end - start over all tokens.
+
+    Args:
+      spans: per sequence, token spans ((start, end) pairs or objects with
+        ``.start``/``.end``, e.g. ``Alignment.tokens``), in frames or seconds.
+    """
+    durations = [end - start for seq in spans for start, end in map(_bounds, seq)]
+    return Average(float(sum(durations)), len(durations))

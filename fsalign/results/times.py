@@ -1,0 +1,76 @@
+"""Word and token times in memory: :class:`TimedSpan` and :class:`UtteranceTimes`.
+
+Every alignment format of :mod:`fsalign.results.formats` and :mod:`fsalign.results.manifests`
+is read into, and written from, these two types. Silence is not a word: readers drop spans
+whose label is empty or one of :data:`SILENCE_LABELS` (:func:`words_only`).
+"""
+from dataclasses import dataclass, field
+from typing import Iterable, List, Optional
+
+from fsalign.util import Seconds
+
+__all__ = ["TimedSpan", "UtteranceTimes", "SILENCE_LABELS", "LEVELS", "is_silence", "words_only", "check_level"]
+
+SILENCE_LABELS = frozenset({"", "<eps>", "sil", "sp", "<sil>"})
+"""Labels (lower-cased, stripped) that mark silence, not a word or token."""
+
+LEVELS = ("word", "token")
+
+
+@dataclass(frozen=True)
+class TimedSpan:
+    """One word or token.
+
+    Attributes:
+      label: the word or token.
+      start: start in seconds, relative to the start of the cut (recording for a whole-recording cut).
+      end: end in seconds (exclusive).
+    """
+
+    label: str
+    start: Seconds
+    end: Seconds
+
+    @property
+    def duration(self) -> Seconds:
+        return self.end - self.start
+
+
+@dataclass
+class UtteranceTimes:
+    """The word and token times of one aligned utterance.
+
+    Attributes:
+      utt_id: utterance (cut) id.
+      duration: length of the utterance in seconds; None where the source does not say (CTM).
+      words: word spans in time order.
+      tokens: token spans in time order (may be empty).
+      channel: the CTM channel column.
+    """
+
+    utt_id: str
+    duration: Optional[Seconds]
+    words: List[TimedSpan] = field(default_factory=list)
+    tokens: List[TimedSpan] = field(default_factory=list)
+    channel: int = 1
+
+    def spans(self, level: str = "word") -> List[TimedSpan]:
+        """``words`` or ``tokens``."""
+        return self.words if check_level(level) == "word" else self.tokens
+
+
+def check_level(level: str) -> str:
+    """Returns ``level`` if it is one of :data:`LEVELS`; raises ValueError otherwise."""
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+    return level
+
+
+def is_silence(label: str) -> bool:
+    """True for an empty label or a silence marker of :data:`SILENCE_LABELS`."""
+    return label.strip().lower() in SILENCE_LABELS
+
+
+def words_only(spans: Iterable[TimedSpan]) -> List[TimedSpan]:
+    """The spans that are not silence (:func:`is_silence`), sorted by (start, end)."""
+    return sorted((s for s in spans if not is_silence(s.label)), key=lambda s: (s.start, s.end))

@@ -1,0 +1,3 @@
+"""Training."""
+from fsalign.training.loop import *  # noqa
+from fsalign.training.loop import _Criterion  # noqa

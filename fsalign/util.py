@@ -1,0 +1,107 @@
+"""Generic helpers every part of fsalign may import: unit aliases, frame masks, index checks, atomic files.
+
+Type aliases that say what a value means (as ``lhotse.utils`` does):
+
+* :data:`Seconds`: a time or duration in seconds;
+* :data:`Pathlike`: a file system path given as ``str`` or :class:`pathlib.Path`.
+
+Atomic output: everything fsalign writes for a user (checkpoints, alignments, TextGrids,
+plots, failure lists) goes through :func:`atomic_path` or :func:`atomic_open`: the data is
+written to a temporary name next to the target (``.NAME.tmpPID``, same file system) and moved
+onto the target with ``os.replace`` only when the writing finished; if it raised, the
+temporary file is removed. A final path therefore only ever holds a complete file.
+
+Dimension symbols:
+  B: sequences in a batch
+  T: frames (the padded length)
+"""
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterator, Optional, Union
+
+import torch
+
+__all__ = [
+    "Seconds",
+    "Pathlike",
+    "valid_frame_mask",
+    "check_blank",
+    "atomic_path",
+    "atomic_open",
+    "temporary_name",
+]
+
+Seconds = float
+Pathlike = Union[str, Path]
+
+
+def valid_frame_mask(lengths: torch.Tensor, num_frames: int, batch_size: Optional[int] = None) -> torch.Tensor:
+    """Boolean mask of the valid (non-padding) frames.
+
+    Args:
+      lengths: Tensor of shape (B,), integer number of valid frames per sequence.
+      num_frames: padded length T.
+      batch_size: expected B, checked when given.
+
+    Returns:
+      Tensor of shape (B, T), dtype bool, on the device of ``lengths``.
+
+    Raises:
+      ValueError: ``lengths`` is not a 1-D integer tensor with values in [0, T].
+    """
+    if lengths.dim() != 1 or lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+        raise ValueError(
+            f"lengths must be a 1-D integer tensor, got dtype {lengths.dtype} shape {tuple(lengths.shape)}"
+        )
+    if batch_size is not None and lengths.shape[0] != batch_size:
+        raise ValueError(f"lengths must have {batch_size} entries (one per sequence), got {lengths.shape[0]}")
+    if lengths.numel() > 0 and (int(lengths.min()) < 0 or int(lengths.max()) > num_frames):
+        raise ValueError(
+            f"lengths must be in [0, {num_frames}] (the padded length), got min {int(lengths.min())} "
+            f"max {int(lengths.max())}"
+        )
+    return torch.arange(num_frames, device=lengths.device) < lengths[:, None]
+
+
+def check_blank(blank: int, num_labels: int) -> int:
+    """Returns the blank/silence column ``blank`` as a non-negative index (negative counts from the end).
+
+    Raises:
+      ValueError: ``blank`` is outside ``[-num_labels, num_labels)``.
+    """
+    if not -num_labels <= blank < num_labels:
+        raise ValueError(f"blank index must be in [{-num_labels}, {num_labels}), got {blank}")
+    return blank % num_labels
+
+
+def temporary_name(path: Pathlike) -> Path:
+    """The temporary name :func:`atomic_path` writes ``path`` under (this process)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+@contextmanager
+def atomic_path(path: Pathlike) -> Iterator[Path]:
+    """Yields a temporary path for a writer that takes a file name (torch.save, praatio, matplotlib).
+
+    On success the temporary file replaces ``path``; on an exception it is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_name(path)
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
+@contextmanager
+def atomic_open(path: Pathlike, mode: str = "wb", **kwargs) -> Iterator[IO]:
+    """``open(path, mode)`` written atomically: flushed and fsynced before the rename."""
+    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
