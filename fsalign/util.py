@@ -15,6 +15,7 @@ Dimension symbols:
   B: sequences in a batch
   T: frames (the padded length)
 """
+import math
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,11 +23,15 @@ from typing import IO, Iterator, Optional, Union
 
 import torch
 
+from fsalign.errors import FsalignError
+
 __all__ = [
     "Seconds",
     "Pathlike",
     "valid_frame_mask",
     "check_blank",
+    "check_option",
+    "is_finite_number",
     "atomic_path",
     "atomic_open",
     "temporary_name",
@@ -73,6 +78,20 @@ def check_blank(blank: int, num_labels: int) -> int:
     if not -num_labels <= blank < num_labels:
         raise ValueError(f"blank index must be in [{-num_labels}, {num_labels}), got {blank}")
     return blank % num_labels
+
+
+def is_finite_number(value) -> bool:
+    """True for an int or float (not a bool) that is neither NaN nor infinite."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_option(name: str, value, ok: bool, expected: str) -> None:
+    """Raises ``FsalignError("<name> must be <expected>, got <value>")`` unless ``ok``.
+
+    The one-line message every option check of fsalign gives (library and command line).
+    """
+    if not ok:
+        raise FsalignError(f"{name} must be {expected}, got {value!r}")
 
 
 def temporary_name(path: Pathlike) -> Path:

@@ -27,7 +27,7 @@ from fsalign.engine.builtin import make_topology
 from fsalign.engine.fullsum import full_sum_loss
 from fsalign.models.conformer import ConformerConfig, ConformerModel
 from fsalign.scores.priors import CorpusPrior
-from fsalign.training.loop import add_arguments, criterion_scales, topology_params
+from fsalign.training import add_arguments, criterion_scales, topology_params
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "data" / "LibriSpeech"

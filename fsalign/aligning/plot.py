@@ -2,6 +2,8 @@
 
 * :func:`plot_grad_scores` - the gradient-score matrix ``G`` of section 5 (Figure 1);
 * :func:`plot_posteriors` - log posteriors of blank and every transcript position;
+* :func:`plot_score_matrix` - the rows of a :class:`~fsalign.scores.matrix.ScoreMatrix` that its
+  transcript uses (posteriors or gradient scores alike);
 * :func:`plot_features` - log-mel features;
 * :func:`plot_cut_alignment` - all of it for one cut, with word boundaries of the
   alignment and, optionally, of a reference (what ``fsalign plot`` draws);
@@ -20,9 +22,10 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from fsalign.results.alignment import Alignment
+from fsalign.scores.matrix import ScoreMatrix
 
-__all__ = ["plot_grad_scores", "plot_posteriors", "plot_features", "draw_word_boundaries", "plot_cut_alignment",
-           "CutScores", "score_cut"]
+__all__ = ["plot_grad_scores", "plot_posteriors", "plot_score_matrix", "plot_features", "draw_word_boundaries",
+           "plot_cut_alignment", "CutScores", "score_cut"]
 
 WordTimes = Sequence[Tuple[str, float, float]]  # (word, start s, end s)
 
@@ -137,7 +140,6 @@ def plot_posteriors(
     Returns:
       The matplotlib Axes.
     """
-    import matplotlib.pyplot as plt
 
     if not isinstance(log_probs, torch.Tensor) or log_probs.dim() != 2:
         raise ValueError(f"log_probs must be the (T, C) matrix of one utterance, got shape "
@@ -148,29 +150,70 @@ def plot_posteriors(
     if not all(0 <= c < log_probs.shape[1] for c in columns):
         raise ValueError(f"token ids must be columns of log_probs (0..{log_probs.shape[1] - 1}), got {list(tokens)}")
     image = log_probs[:num_frames, columns].detach().double().cpu().T.numpy()  # (S_b + 1, T_b)
+    names = [token_names[c] for c in columns] if token_names is not None else None
+    return _draw_rows(image, alignment, blank, names, frame_shift_s, time_offset_s, "log posterior", ax, title)
+
+
+def _draw_rows(image, alignment: Optional[Alignment], blank: int, row_names: Optional[Sequence[str]],
+               frame_shift_s: Optional[float], time_offset_s: float, label: str, ax, title: Optional[str]):
+    """Draws ``image`` (blank row, then one row per transcript position; frames on x) with the
+    alignment's token spans (red) and blank/silence frames (orange) outlined."""
+    import matplotlib.pyplot as plt
+
+    rows, num_frames = image.shape
     if ax is None:
-        _, ax = plt.subplots(figsize=(max(4.0, num_frames / 25), max(2.0, len(columns) / 4)))
+        _, ax = plt.subplots(figsize=(max(4.0, num_frames / 25), max(2.0, rows / 4)))
     step = _frames_axis(ax, frame_shift_s)
     x0 = time_offset_s if frame_shift_s is not None else 0.0
-    _show_log_scores(ax, image, x0, step, "log posterior")
+    _show_log_scores(ax, image, x0, step, label)
     if alignment is not None:
         for span in alignment.tokens:
             _outline(ax, x0, step, span.start, span.end, span.position + 1, "red")
         labels = alignment.labels[:num_frames].tolist()
         start = None
-        for t, label in enumerate(labels + [None]):
-            if label == blank and start is None:
+        for t, column in enumerate(labels + [None]):
+            if column == blank and start is None:
                 start = t
-            elif label != blank and start is not None:
+            elif column != blank and start is not None:
                 _outline(ax, x0, step, start, t, 0, "orange")
                 start = None
-    if token_names is not None:
-        ax.set_yticks(range(len(columns)))
-        ax.set_yticklabels([token_names[c] for c in columns])
+    if row_names is not None:
+        ax.set_yticks(range(rows))
+        ax.set_yticklabels(row_names)
     ax.set_ylabel("blank + transcript position")
     if title:
         ax.set_title(title)
     return ax
+
+
+def plot_score_matrix(matrix: ScoreMatrix, b: int = 0, alignment: Optional[Alignment] = None,
+                      token_names: Optional[Sequence[str]] = None, ax=None, title: Optional[str] = None):
+    """Draws the rows of one utterance's score matrix that its transcript uses (Figures 1, 5, 6).
+
+    Row 0 is the blank/silence column, row ``s + 1`` the column of transcript position ``s``
+    (posteriors: the token's column, so a repeated token has two identical rows; gradient
+    scores: the position's own column); x is time in seconds (the matrix's frame step and
+    offset), so posterior and gradient-score plots of one cut line up.
+
+    Args:
+      matrix: a :class:`~fsalign.scores.matrix.ScoreMatrix`.
+      b: the utterance.
+      alignment: optional best path of utterance ``b`` (in the matrix's frames).
+      token_names: names of the token ids (a tokenizer's ``token_names``) for the y axis.
+      ax: a matplotlib Axes to draw into (default: a new figure).
+      title: optional title.
+
+    Returns:
+      The matplotlib Axes.
+    """
+    n = int(matrix.lengths[b])
+    image = matrix.scores[b, :n, matrix.position_columns(b)].detach().double().cpu().T.numpy()
+    names = None
+    if token_names is not None:
+        names = [token_names[matrix.blank] if matrix.tokens is None else token_names[0]]
+        names += [token_names[t] for t in matrix.position_tokens(b)]
+    return _draw_rows(image, alignment, matrix.blank, names, matrix.frame_step_s, matrix.time_offset_s,
+                      matrix.name, ax, title)
 
 
 def plot_features(features: torch.Tensor, frame_shift_s: Optional[float] = None, ax=None,
@@ -228,28 +271,19 @@ class CutScores:
     """The score matrix and alignment of one cut (what :func:`score_cut` returns).
 
     Attributes:
-      kind: "posterior", "grad" or "gradext".
-      matrix: posteriors: Tensor of shape (T, C) of log posteriors (as aligned: blank
-        penalty applied, no scales); grad/gradext: ``G`` of shape (S, T').
-      alignment: the Viterbi / GradScore alignment, spans in frames of ``matrix``.
-      frame_shift_s: seconds per frame of ``matrix``.
-      transcript: the token ids per word.
-      time_offset_s: start of frame 0 in seconds (:func:`fsalign.results.alignment.frame_time_offset`).
+      matrix: the :class:`~fsalign.scores.matrix.ScoreMatrix` of the cut (one utterance), as
+        ``fsalign align`` aligns it.
+      alignment: its best path, spans in frames of ``matrix``.
       words: the transcript words.
     """
 
-    kind: str
-    matrix: torch.Tensor
+    matrix: ScoreMatrix
     alignment: Alignment
-    frame_shift_s: float
-    transcript: List[List[int]]
     words: List[str]
-    time_offset_s: float = 0.0
 
     def word_times(self) -> List[Tuple[str, float, float]]:
         """(word, start s, end s) of the alignment's words."""
-        return [(self.words[w.index], *w.seconds(self.frame_shift_s, offset_s=self.time_offset_s))
-                for w in self.alignment.words]
+        return [(self.words[w.index], *self.matrix.seconds(w)) for w in self.alignment.words]
 
 
 def score_cut(
@@ -262,16 +296,16 @@ def score_cut(
     blank_penalty: float = 0.0,
     p: float = 0.1,
     utt_id: str = "",
+    **options,
 ) -> CutScores:
     """Score matrix and alignment of one utterance with a trained model.
 
-    The scores and the alignment are those of :class:`fsalign.aligning.aligner.Aligner` (what
-    ``fsalign align`` writes for the same options): ``posterior``: the model's log posteriors
-    (blank penalty ``k`` added, Table 14) aligned by Viterbi under the checkpoint's topology
-    with its training scales (under another ``topology`` with scales 1), with ``prior_scale``
-    times the checkpoint's corpus prior; ``grad``/``gradext``: ``G`` of
-    :func:`fsalign.gradient_scores` (norm ``p``) aligned by :func:`fsalign.grad_align` at the
-    input frame rate.
+    The scorer is :func:`fsalign.aligning.aligner.make_scorer`'s (what ``fsalign align``
+    writes for the same options): ``posterior``: the model's log posteriors (blank penalty
+    added, Table 14) aligned by Viterbi under the checkpoint's topology with its training
+    scales (under another ``topology`` with scales 1), with ``prior_scale`` times the
+    checkpoint's corpus prior; ``grad``/``gradext``: GradScore(Ext) of ``G`` (norm ``p``) at
+    the input frame rate.
 
     Args:
       loaded: :class:`fsalign.checkpoint.LoadedCheckpoint` (the model's device is used).
@@ -279,35 +313,35 @@ def score_cut(
       text: the transcript.
       kind: "posterior", "grad" or "gradext".
       topology: "ctc", "hmm" or "relaxed" for posterior alignment, or None (the checkpoint's).
-      prior_scale: β (posterior only; needs a checkpoint with a corpus prior if > 0).
+      prior_scale: β (posterior only; needs a checkpoint with a corpus prior if != 0).
       blank_penalty: k added to the blank log-probability (posterior only).
       p: the p-norm of G.
       utt_id: named in errors.
+      **options: further options of :func:`~fsalign.aligning.aligner.make_scorer`.
 
     Raises:
-      FsalignError: unknown kind, text the tokenizer cannot encode, too few frames for the
-        transcript, scores with NaN, or a prior scale without a corpus prior.
+      FsalignError: an option outside its range, text the tokenizer cannot encode, too few
+        frames for the transcript, or scores with NaN.
     """
-    from fsalign.aligning.aligner import Aligner
+    from fsalign.aligning.aligner import make_scorer
     from fsalign.corpus.tokenizers import normalize_words
     from fsalign.errors import FsalignError
 
-    aligner = Aligner(loaded, kind, topology, prior_scale, blank_penalty, grad_p=p)
+    scorer = make_scorer(loaded, kind, topology, prior_scale, blank_penalty, grad_p=p, **options)
     transcript = loaded.tokenizer.encode(text)
     if transcript is None:
         raise FsalignError(f"cut {utt_id}: cannot encode {text!r}: {loaded.tokenizer.find_oov(text)} out of vocabulary")
-    feats = features.to(device=aligner.device, dtype=torch.float32)[None]
-    lengths = torch.tensor([feats.shape[1]], device=aligner.device)
-    scores, frames = aligner.score(feats, lengths, [transcript])
-    if bool(aligner.has_nan(scores, frames)[0]):
+    device = next(loaded.model.parameters()).device
+    feats = features.to(device=device, dtype=torch.float32)[None]
+    matrix = scorer(feats, torch.tensor([feats.shape[1]], device=device), [transcript])
+    if bool(matrix.has_nan()[0]):
         raise FsalignError(f"cut {utt_id}: the model's scores contain NaN")
-    (alignment,), (needed,) = aligner.best_paths(scores, frames, [transcript])
+    (alignment,) = matrix.best_paths(on_infeasible="skip")
     if alignment is None:
-        raise FsalignError(f"cut {utt_id}: {int(frames[0])} frames, the transcript needs {needed}")
-    n = int(frames[0])
-    matrix = scores[0, :n] if kind == "posterior" else scores[0, :, :n]
-    return CutScores(kind, matrix.detach().cpu(), alignment, aligner.frame_step_s, transcript,
-                     normalize_words(text), aligner.time_offset_s)
+        raise FsalignError(f"cut {utt_id}: {int(matrix.lengths[0])} frames, the transcript needs "
+                           f"{int(matrix.min_frames[0])}")
+    matrix.scores = matrix.scores.detach().cpu()
+    return CutScores(matrix, alignment, normalize_words(text))
 
 
 def plot_cut_alignment(
@@ -316,23 +350,21 @@ def plot_cut_alignment(
     token_names: Optional[Sequence[str]] = None,
     ref_words: Optional[WordTimes] = None,
     frame_shift_s: float = 0.01,
-    blank: int = 0,
     title: Optional[str] = None,
 ):
     """Features, score matrix and alignment of one cut, with word boundaries (Figures 1, 5, 6).
 
     Top: the features with the alignment's word boundaries (solid red, words above) and the
-    reference's (dashed cyan, words below) if given. Bottom: the score matrix (posteriors of
-    blank and the transcript positions, or ``log softmax_t'(G)``) with the aligned token
-    spans outlined and the reference word boundaries.
+    reference's (dashed cyan, words below) if given. Bottom: the score matrix's rows of blank
+    and the transcript positions (:func:`plot_score_matrix`) with the aligned token spans
+    outlined and the reference word boundaries.
 
     Args:
       features: Tensor of shape (T', F).
       scores: :class:`CutScores` from :func:`score_cut`.
-      token_names: names of the score-matrix columns (the tokenizer's ``token_names``).
+      token_names: names of the token ids (the tokenizer's ``token_names``).
       ref_words: reference (word, start s, end s) triples, or None.
       frame_shift_s: seconds per feature frame.
-      blank: blank/silence column (posteriors).
       title: figure title.
 
     Returns:
@@ -340,28 +372,19 @@ def plot_cut_alignment(
     """
     import matplotlib.pyplot as plt
 
-    tokens = [t for w in scores.transcript for t in w]
-    rows = len(tokens) + (1 if scores.kind == "posterior" else 0)
+    rows = len(scores.matrix.position_columns(0))
     fig, (ax_feat, ax_scores) = plt.subplots(
         2, 1, sharex=True, figsize=(max(6.0, features.shape[0] / 40), 3.0 + max(2.0, rows / 4)),
         gridspec_kw={"height_ratios": [1.0, max(1.0, rows / 12)]}, constrained_layout=True,
-    )  # fmt: skip
+    )
     plot_features(features, frame_shift_s, ax=ax_feat)
-    hyp_words = scores.word_times()
-    draw_word_boundaries(ax_feat, hyp_words, color="red")
+    draw_word_boundaries(ax_feat, scores.word_times(), color="red")
     if ref_words is not None:
         draw_word_boundaries(ax_feat, ref_words, color="cyan", linestyle="--", label_y=-0.02)
-    if scores.kind == "posterior":
-        plot_posteriors(scores.matrix, scores.matrix.shape[0], tokens, blank=blank, token_names=token_names,
-                        alignment=scores.alignment, frame_shift_s=scores.frame_shift_s, ax=ax_scores,
-                        time_offset_s=scores.time_offset_s)
-    else:
-        names = [token_names[t] for t in tokens] if token_names is not None else None
-        plot_grad_scores(scores.matrix, scores.matrix.shape[1], len(tokens), token_names=names,
-                         alignment=scores.alignment, frame_shift_s=scores.frame_shift_s, ax=ax_scores)
+    plot_score_matrix(scores.matrix, 0, scores.alignment, token_names, ax=ax_scores)
     if ref_words is not None:
         draw_word_boundaries(ax_scores, ref_words, color="cyan", linestyle="--", labels=False)
     ax_feat.set_xlabel("")
     legend = "alignment: red" + (", reference: dashed cyan" if ref_words is not None else "")
-    fig.suptitle(f"{title + ' - ' if title else ''}{scores.kind} scores; {legend}", fontsize=9)
+    fig.suptitle(f"{title + ' - ' if title else ''}{scores.matrix.name}; {legend}", fontsize=9)
     return fig

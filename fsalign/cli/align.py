@@ -95,9 +95,11 @@ def align(checkpoint, cuts_path, output, scores, level, topology, prior_scale, b
     """
     import torch
 
-    from fsalign.aligning.aligner import Aligner, parse_shard
-    from fsalign.aligning.journal import align_to_output, journal_header, read_cut_ids
+    from fsalign.aligning.aligner import Aligner
+    from fsalign.aligning.batches import parse_shard
+    from fsalign.aligning.journal import journal_header
     from fsalign.aligning.output import check_cut_ids
+    from fsalign.aligning.run import align_to_output, read_cut_ids
     from fsalign.checkpoint import load_checkpoint
     from fsalign.errors import FsalignError
 
@@ -125,8 +127,11 @@ def align(checkpoint, cuts_path, output, scores, level, topology, prior_scale, b
         _fail(e)
     try:
         loaded = load_checkpoint(checkpoint, device)
-        aligner = Aligner(loaded, scores, topology, prior_scale, blank_penalty, posterior_scale, transition_scale,
-                          grad_p, grad_chunk_size, grad_blank_score, grad_percentile, grad_prefix)
+        aligner = Aligner.from_checkpoint(
+            loaded, scores, topology=topology, prior_scale=prior_scale, blank_penalty=blank_penalty,
+            posterior_scale=posterior_scale, transition_scale=transition_scale, grad_p=grad_p,
+            grad_chunk_size=grad_chunk_size, grad_blank_score=grad_blank_score, grad_percentile=grad_percentile,
+            grad_prefix=grad_prefix)
     except FsalignError as e:
         _fail(e)
     except Exception as e:

@@ -33,9 +33,9 @@ def _summary(c: AlignmentComparison) -> str:
         f"only in REF: {len(c.only_in_ref)}, only in HYP: {len(c.only_in_hyp)}",
         f"words compared: {c.num_words}",
         f"TSE boundary: {_fmt(c.tse_boundary_ms)}, centre: {_fmt(c.tse_centre_ms)}",
-        f"silence ratio: REF {_fmt(c.ref.silence_ratio, ' %', 100)}, HYP {_fmt(c.hyp.silence_ratio, ' %', 100)}",
-        f"silence ratio between tokens: REF {_fmt(c.ref.token_silence_ratio, ' %', 100)}, "
-        f"HYP {_fmt(c.hyp.token_silence_ratio, ' %', 100)}",
+        f"silence ratio (in no word): REF {_fmt(c.ref.silence_ratio, ' %', 100)}, HYP {_fmt(c.hyp.silence_ratio, ' %', 100)}",
+        f"blank ratio (in no token): REF {_fmt(c.ref.blank_ratio, ' %', 100)}, "
+        f"HYP {_fmt(c.hyp.blank_ratio, ' %', 100)}",
         f"word duration: REF {_fmt(c.ref.word_duration_ms)}, HYP {_fmt(c.hyp.word_duration_ms)}",
         f"token duration: REF {_fmt(c.ref.token_duration_ms)}, HYP {_fmt(c.hyp.token_duration_ms)}",
     ])
@@ -166,7 +166,7 @@ def plot(checkpoint, cuts_path, cut_id, kind, output, ref_path, topology, prior_
     except FsalignError as e:
         raise click.ClickException(str(e)) from None
     fig = plot_cut_alignment(features, scores, token_names=loaded.tokenizer.token_names, ref_words=ref_words,
-                             frame_shift_s=dataset.extractor.frame_shift, blank=loaded.model.blank, title=cut_id)
+                             frame_shift_s=dataset.extractor.frame_shift, title=cut_id)
     try:
         with atomic_path(output) as tmp:
             fig.savefig(tmp, dpi=120, format=output.suffix.lstrip(".").lower() or "png")

@@ -6,7 +6,7 @@ optionally write the same JSON structure as ``recipes/synthetic/run.py``
 (one row). Example::
 
     fsalign synth --model blstm --topology hmm --noise 0.5 --num-words 1 3 --repetitions 2 2 \\
-        --silence-factor 0.3 0.3 --posterior-scale 0.5 --prior posterior_avg --prior-scale 0.3 \\
+        --silence-factor 0.3 0.3 --posterior-scale 0.5 --prior seq --prior-scale 0.3 \\
         --transition-scale 0.2 --batch-size 100 --steps 250 --seeds 10 --json out.json
 """
 import json
@@ -30,10 +30,14 @@ def _optional_bool(value: str):
 @click.option("--posterior-scale", "alpha", type=float, default=1.0, show_default=True, help="α of eq. 6")
 @click.option("--prior-scale", "beta", type=float, default=0.0, show_default=True, help="β of eq. 6")
 @click.option("--transition-scale", "gamma", type=float, default=0.0, show_default=True, help="γ of eq. 6")
-@click.option("--prior", type=click.Choice(["none", "static", "posterior_avg"]), default="none", show_default=True)
+@click.option("--prior", type=click.Choice(["none", "static", "seq", "batch", "posterior_avg"]), default="none",
+              show_default=True, help="prior mode: static (ground-truth label frequencies), seq / batch (average "
+                                      "posterior of the sequence / the batch); posterior_avg: the former spelling "
+                                      "of seq / batch, chosen by --prior-scope")
 @click.option("--stop-grad", type=click.Choice(["yes", "no", "auto"]), default="auto", show_default=True,
-              help="posterior-average prior only (auto: yes)")
-@click.option("--prior-scope", type=click.Choice(["sequence", "batch"]), default="sequence", show_default=True)
+              help="seq / batch priors only (auto: yes)")
+@click.option("--prior-scope", type=click.Choice(["sequence", "batch"]), default="sequence", show_default=True,
+              help="with --prior posterior_avg only")
 @click.option("--label-loop", type=float, default=None, help="HMM token loop probability (default: estimated)")
 @click.option("--silence-loop", type=float, default=None, help="HMM silence loop probability (default: estimated)")
 @click.option("--normed-grad/--no-normed-grad", default=False, show_default=True, help="eq. 11")
@@ -74,7 +78,8 @@ def synth(model, hidden, layers, init, topology, alpha, beta, gamma, prior, stop
         cfg = RunConfig(
             data=data, model=model, hidden=hidden, num_layers=layers, init=init, topology=topology,
             posterior_scale=alpha, prior_scale=beta, transition_scale=gamma, prior=prior,
-            stop_grad=_optional_bool(stop_grad) if prior == "posterior_avg" else None, prior_scope=prior_scope,
+            stop_grad=_optional_bool(stop_grad) if prior in ("seq", "batch", "posterior_avg") else None,
+            prior_scope=prior_scope if prior == "posterior_avg" else None,
             label_loop=label_loop, silence_loop=silence_loop, normed_grad=normed_grad,
             normed_grad_scope=normed_grad_scope, blank_separation=blank_separation, batch_size=batch_size,
             steps=steps, learning_rate=lr, eval_size=eval_size,

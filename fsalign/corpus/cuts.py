@@ -15,20 +15,22 @@ import inspect
 import itertools
 import logging
 from dataclasses import dataclass, field, replace
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from lhotse import CutSet, Fbank, FbankConfig
 from lhotse.cut import Cut
 from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
 from lhotse.features import FeatureExtractor
-from lhotse.supervision import AlignmentItem
 
-from fsalign.corpus.tokenizers import Tokenizer
+from fsalign.corpus.tokenizers import Tokenizer, normalize_words
 from fsalign.errors import FsalignError
+from fsalign.results.manifests import ALIGNMENT_KINDS, cut_spans
+from fsalign.results.times import TimedSpan
 from fsalign.util import Pathlike, Seconds
 
-__all__ = ["Batch", "CutDataset", "make_dataloader", "default_extractor", "reference_words", "cut_text"]
+__all__ = ["Batch", "CutDataset", "SimpleSampler", "BucketingSampler", "FAILURE_KINDS", "failure_reason", "make_dataloader", "default_extractor",
+           "reference_words", "cut_text"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +54,12 @@ class _SamplerInitShim(torch.utils.data.Sampler):
             super().__init__()
 
 
-class _DynamicBucketingSampler(DynamicBucketingSampler, _SamplerInitShim):
-    """lhotse's ``DynamicBucketingSampler``, constructible on torch 1.13 too."""
+class BucketingSampler(DynamicBucketingSampler, _SamplerInitShim):
+    """lhotse's ``DynamicBucketingSampler``, constructible on torch 1.13 too (same arguments)."""
 
 
-class _SimpleCutSampler(SimpleCutSampler, _SamplerInitShim):
-    """lhotse's ``SimpleCutSampler``, constructible on torch 1.13 too."""
+class SimpleSampler(SimpleCutSampler, _SamplerInitShim):
+    """lhotse's ``SimpleCutSampler``, constructible on torch 1.13 too (same arguments)."""
 
 
 def default_extractor() -> Fbank:
@@ -65,9 +67,22 @@ def default_extractor() -> Fbank:
     return Fbank(FbankConfig(num_filters=NUM_MEL_BINS, frame_shift=FRAME_SHIFT_S, sampling_rate=SAMPLING_RATE))
 
 
+FAILURE_KINDS = ("no transcript", "unknown units", "unreadable audio", "missing features", "bad features")
+"""Why a cut could not be used; every failure reason starts with one of these."""
+_MAX_REASON = 300  # characters of a failure reason
+
+
+def failure_reason(kind: str, detail: object = "") -> str:
+    """``"<kind>: <detail>"`` on one line, the detail shortened to a few hundred characters."""
+    text = " ".join(str(detail).split())
+    if len(text) > _MAX_REASON:
+        text = text[: _MAX_REASON - 3] + "..."
+    return f"{kind}: {text}" if text else kind
+
+
 @dataclass
 class Batch:
-    """One batch of cuts, ordered by decreasing duration.
+    """One batch of cuts, for training or aligning.
 
     Attributes:
       features: Tensor of shape (B, T', F), float32, zero beyond each cut's length.
@@ -75,11 +90,14 @@ class Batch:
       transcripts: token ids per word per cut (``list[list[list[int]]]``), as
         ``Topology.compile`` takes them.
       texts: transcript strings.
-      cut_ids: lhotse cut ids.
-      word_alignments: per cut, the reference words (``AlignmentItem`` with ``start``
-        relative to the cut start, silence items removed) or None if the supervision
-        has no ``alignment["word"]``.
-      skipped: cut id -> reason, for cuts left out of the batch (tokenizer ``oov="skip"``).
+      cut_ids: lhotse cut ids of the B cuts.
+      durations: their durations in seconds.
+      words: per cut, its words as the tokenizer split them (one per transcript word).
+      word_alignments: per cut, the reference word spans (relative to the cut start, silence
+        dropped; :func:`reference_words`) or None if the supervisions have none.
+      failed: cut id -> reason (:func:`failure_reason`), for the cuts of this batch that
+        could not be used (they are not among the B).
+      order: every cut of the batch, used or failed, as (cut id, duration), in batch order.
       frame_shift_s: seconds per feature frame.
     """
 
@@ -88,12 +106,20 @@ class Batch:
     transcripts: List[List[List[int]]]
     texts: List[str]
     cut_ids: List[str]
-    word_alignments: List[Optional[List[AlignmentItem]]]
-    skipped: Dict[str, str] = field(default_factory=dict)
+    durations: List[Seconds] = field(default_factory=list)
+    words: List[List[str]] = field(default_factory=list)
+    word_alignments: List[Optional[List[TimedSpan]]] = field(default_factory=list)
+    failed: Dict[str, str] = field(default_factory=dict)
+    order: List[Tuple[str, Seconds]] = field(default_factory=list)
     frame_shift_s: Seconds = FRAME_SHIFT_S
 
     def __len__(self) -> int:
         return len(self.cut_ids)
+
+    @property
+    def skipped(self) -> Dict[str, str]:
+        """The same as :attr:`failed` (the cuts left out of the batch, with reasons)."""
+        return self.failed
 
     def to(self, device: Union[str, torch.device], non_blocking: bool = False) -> "Batch":
         """Copy with the tensors moved to ``device``."""
@@ -107,6 +133,19 @@ class Batch:
         """Copy with the tensors in pinned memory (called by ``DataLoader(pin_memory=True)``)."""
         return replace(self, features=self.features.pin_memory(), feature_lengths=self.feature_lengths.pin_memory())
 
+    def select(self, indices: Sequence[int]) -> "Batch":
+        """The cuts ``indices`` only (features trimmed to the longest of them), nothing failed."""
+        idx = list(indices)
+        lengths = self.feature_lengths[idx]
+        longest = int(lengths.max()) if idx else 0
+
+        def pick(items):
+            return [items[i] for i in idx] if items else items
+
+        return Batch(self.features[idx, :longest], lengths, pick(self.transcripts), pick(self.texts),
+                     pick(self.cut_ids), pick(self.durations), pick(self.words), pick(self.word_alignments), {},
+                     [(self.cut_ids[i], self.durations[i]) for i in idx], self.frame_shift_s)
+
 
 def cut_text(cut: Cut) -> str:
     """Transcript of a cut: its supervisions' texts in time order, joined by spaces."""
@@ -114,102 +153,123 @@ def cut_text(cut: Cut) -> str:
     return " ".join(s.text.strip() for s in sups if s.text and s.text.strip())
 
 
-def reference_words(cut: Cut) -> Optional[List[AlignmentItem]]:
-    """Reference word alignment of a cut, or None if a supervision has none.
+def reference_words(cut: Cut) -> Optional[List[TimedSpan]]:
+    """Reference word spans of a cut (relative to the cut start, silence dropped), or None.
 
-    Lhotse stores alignment times relative to the recording; they are shifted here to be
-    relative to the cut start. Items with an empty symbol (silence in the LibriSpeech
-    alignment format) are dropped.
-
-    Returns:
-      ``AlignmentItem(symbol, start, duration)`` per word in time order, or None.
+    Lhotse stores alignment times relative to the recording;
+    :func:`fsalign.results.manifests.cut_spans` converts them.
     """
-    if not cut.supervisions or any(not s.alignment or "word" not in s.alignment for s in cut.supervisions):
-        return None
-    items = [item for s in cut.supervisions for item in s.alignment["word"] if item.symbol.strip()]
-    items = [item._replace(start=round(item.start - cut.start, 8)) for item in items]
-    return sorted(items, key=lambda item: item.start)
+    return cut_spans(cut, ALIGNMENT_KINDS["word"])
 
 
 class CutDataset(torch.utils.data.Dataset):
     """Map-style dataset whose index is a :class:`~lhotse.CutSet` from a lhotse sampler.
 
     Features come from ``cut.load_features()`` when the cut has precomputed ones, else
-    they are computed on the fly with ``extractor``.
+    they are computed on the fly with ``extractor`` (resampled to its rate first).
 
     Args:
-      tokenizer: turns each cut's text into word-structured token ids. With
-        ``tokenizer.oov == "error"`` a text it cannot encode raises; with ``"skip"``
-        the cut is left out of the batch and listed in ``Batch.skipped`` (and logged).
+      tokenizer: turns each cut's text into word-structured token ids.
       extractor: on-the-fly feature extractor (default :func:`default_extractor`).
-
-    Raises (from ``__getitem__``):
-      FsalignError: naming the cut id(s): untokenizable text (``oov="error"``), features
-        that cannot be loaded or computed, or features of the wrong dimension.
+      on_error: ``"raise"`` (training): a text the tokenizer cannot encode with
+        ``oov="error"``, or features that cannot be read, raise an FsalignError naming the
+        cut(s); with ``oov="skip"`` such a cut is left out and listed in ``Batch.failed``.
+        ``"report"`` (aligning): every cut that cannot be used is listed in ``Batch.failed``
+        with its reason and the others load.
+      sort: order each batch by decreasing duration (as lhotse's samplers expect for
+        training); alignment batches keep their order.
     """
 
-    def __init__(self, tokenizer: Tokenizer, extractor: Optional[FeatureExtractor] = None):
+    def __init__(self, tokenizer: Tokenizer, extractor: Optional[FeatureExtractor] = None, on_error: str = "raise",
+                 sort: bool = True):
+        if on_error not in ("raise", "report"):
+            raise ValueError(f"on_error must be 'raise' or 'report', got {on_error!r}")
         self.tokenizer = tokenizer
         self.extractor = extractor if extractor is not None else default_extractor()
         self.num_features = self.extractor.feature_dim(SAMPLING_RATE)
+        self.on_error = on_error
+        self.sort = sort
 
     def features(self, cut: Cut) -> torch.Tensor:
         """Features of one cut.
 
         Returns:
           Tensor of shape (T', F), float32.
+
+        Raises:
+          FsalignError: starting with the failure kind ("missing features", "unreadable audio",
+            "bad features") and naming the cut.
         """
         try:
             if cut.has_features:
+                kind = "missing features"
                 feats = cut.load_features()
             else:
+                kind = "unreadable audio"
                 if cut.sampling_rate != self.extractor.config.sampling_rate:
                     cut = cut.resample(self.extractor.config.sampling_rate)
                 feats = cut.compute_features(self.extractor)
         except Exception as e:
-            raise FsalignError(f"cut {cut.id}: could not load or compute features: {e}") from e
+            raise FsalignError(failure_reason(kind, f"cut {cut.id}: {e}")) from e
         feats = torch.as_tensor(feats, dtype=torch.float32)
-        if feats.ndim != 2 or feats.shape[1] != self.num_features:
-            raise FsalignError(
-                f"cut {cut.id}: expected features of shape (T', {self.num_features}), got {tuple(feats.shape)}"
-            )
+        if feats.ndim != 2 or feats.shape[1] != self.num_features or feats.shape[0] == 0:
+            raise FsalignError(failure_reason(
+                "bad features", f"cut {cut.id}: expected shape (T' > 0, {self.num_features}), got {tuple(feats.shape)}"))
         return feats
 
+    def _transcript(self, cut: Cut) -> Tuple[Optional[str], Optional[List[List[int]]], Optional[str]]:
+        """(text, token ids, failure reason): ids None and a reason when the cut cannot be used."""
+        text = cut_text(cut)
+        if not text:
+            return text, None, failure_reason("no transcript", f"cut {cut.id} has no supervision text")
+        try:
+            ids = self.tokenizer.encode(text)
+        except FsalignError as e:
+            if self.on_error == "raise":
+                raise FsalignError(f"cut {cut.id}: {e}") from None
+            return text, None, failure_reason("unknown units", e)
+        if ids is None:
+            bad = self.tokenizer.find_oov(text)
+            return text, None, failure_reason(
+                "unknown units", f"the {self.tokenizer.unit} tokenizer cannot encode {bad[:10]} in {text!r}")
+        return text, ids, None
+
     def __getitem__(self, cuts: CutSet) -> Batch:
-        cuts = cuts.sort_by_duration(ascending=False)
-        kept, transcripts, texts, skipped, failed = [], [], [], {}, []
+        if self.sort:
+            cuts = cuts.sort_by_duration(ascending=False)
+        kept, feats, transcripts, texts, failed, order = [], [], [], [], {}, []
         for cut in cuts:
-            text = cut_text(cut)
-            try:
-                ids = self.tokenizer.encode(text)
-            except FsalignError as e:
-                failed.append(f"cut {cut.id}: {e}")
-                continue
-            if ids is None:
-                bad = self.tokenizer.find_oov(text)
-                skipped[cut.id] = f"cannot encode {text!r} with the {self.tokenizer.unit} tokenizer: out of vocabulary {bad}"
+            order.append((cut.id, float(cut.duration)))
+            text, ids, reason = self._transcript(cut)
+            if reason is None:
+                try:
+                    feats.append(self.features(cut))
+                except FsalignError as e:
+                    if self.on_error == "raise":
+                        raise
+                    reason = str(e)
+            if reason is not None:
+                failed[cut.id] = reason
+                if self.on_error == "raise":
+                    logger.warning("skipping cut %s: %s", cut.id, reason)
                 continue
             kept.append(cut)
             transcripts.append(ids)
             texts.append(text)
-        if failed:
-            raise FsalignError(f"{len(failed)} cut(s) in this batch cannot be tokenized:\n" + "\n".join(failed))
-        for cut_id, reason in skipped.items():
-            logger.warning("skipping cut %s: %s", cut_id, reason)
-        feats = [self.features(cut) for cut in kept]
         lengths = torch.tensor([f.shape[0] for f in feats], dtype=torch.int64)
-        if feats:
-            padded = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
-        else:
-            padded = torch.zeros(0, 0, self.num_features)
+        padded = (torch.nn.utils.rnn.pad_sequence(feats, batch_first=True) if feats
+                  else torch.zeros(0, 0, self.num_features))
         return Batch(
             features=padded,
             feature_lengths=lengths,
             transcripts=transcripts,
             texts=texts,
             cut_ids=[cut.id for cut in kept],
+            durations=[float(cut.duration) for cut in kept],
+            words=[normalize_words(t) for t in texts],
             word_alignments=[reference_words(cut) for cut in kept],
-            skipped=skipped,
+            failed=failed,
+            order=order,
             frame_shift_s=self.extractor.frame_shift,
         )
 
@@ -267,12 +327,12 @@ def make_dataloader(
     # lhotse needs 2 <= num_buckets <= number of cuts; small sets get fewer buckets
     num_buckets = min(num_buckets, sum(1 for _ in itertools.islice(cuts, num_buckets)))
     if bucketing and num_buckets >= 2:
-        sampler = _DynamicBucketingSampler(
+        sampler = BucketingSampler(
             cuts, max_duration=max_duration, shuffle=shuffle, num_buckets=num_buckets,
             drop_last=drop_last, rank=rank, world_size=world_size, seed=seed,
         )  # fmt: skip
     else:
-        sampler = _SimpleCutSampler(
+        sampler = SimpleSampler(
             cuts, max_duration=max_duration, shuffle=shuffle, drop_last=drop_last,
             rank=rank, world_size=world_size, seed=seed,
         )  # fmt: skip

@@ -11,16 +11,23 @@ from fsalign.engine.builtin import (
     RelaxedTopology,
     make_topology,
 )
-from fsalign.engine.fullsum import full_sum_loss, full_sum_scores, soft_alignment
+from fsalign.engine.fullsum import (
+    full_sum_loss,
+    full_sum_scores,
+    occupancies,
+    soft_alignment,
+    total_scores,
+)
 from fsalign.engine.graphs import (
     Transcript,
     min_frames_of,
     scale_transitions,
     validate_transcripts,
 )
-from fsalign.engine.lattice import check_inputs, dense_scores, intersect
+from fsalign.engine.lattice import check_inputs, intersect
+from fsalign.engine.scales import Scales
 from fsalign.engine.topology import Topology, TrainingGraphs
-from fsalign.engine.viterbi import viterbi_align
+from fsalign.engine.viterbi import best_paths, viterbi_align
 
 __all__ = [
     "TOPOLOGIES",
@@ -31,7 +38,10 @@ __all__ = [
     "TrainingGraphs",
     "Transcript",
     "check_inputs",
-    "dense_scores",
+    "Scales",
+    "best_paths",
+    "occupancies",
+    "total_scores",
     "full_sum_loss",
     "full_sum_scores",
     "intersect",

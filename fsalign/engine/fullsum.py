@@ -8,15 +8,63 @@ Dimension symbols used in this module:
 The soft alignment is the gradient of the total (log-semiring) score w.r.t.
 the dense score matrix — "marginals are the gradient of the log-partition" —
 computed with ``torch.autograd.grad``, never by a second hand-written pass.
+
+:func:`total_scores` and :func:`occupancies` take the path-score parameters as one
+:class:`~fsalign.engine.scales.Scales`; :func:`full_sum_loss`, :func:`full_sum_scores` and
+:func:`soft_alignment` are the same with the scales as keyword arguments (DESIGN.md's API).
 """
 from typing import Optional
 
 import torch
 
-from fsalign.engine.lattice import FULL_SUM_BEAM, check_inputs, dense_scores, intersect
+from fsalign.engine.lattice import FULL_SUM_BEAM, check_inputs, intersect
+from fsalign.engine.scales import Scales
 from fsalign.engine.topology import TrainingGraphs
 
-__all__ = ["full_sum_loss", "full_sum_scores", "soft_alignment"]
+__all__ = ["full_sum_loss", "full_sum_scores", "soft_alignment", "total_scores", "occupancies"]
+
+
+def total_scores(log_probs: torch.Tensor, lengths, graphs: TrainingGraphs, scales: Scales = Scales()) -> torch.Tensor:
+    """Log of the sum over all paths of exp(path score) (eq. 6 inside the log).
+
+    Args:
+      log_probs: Tensor of shape (B, T, C): normalised log-probabilities (any
+        floating dtype; computed in float32). Padding frames are ignored.
+      lengths: Tensor of shape (B,), valid frames per utterance, in any order.
+      graphs: TrainingGraphs from ``topology.compile(transcripts)``.
+      scales: α, β with its log prior, γ.
+
+    Returns:
+      Tensor of shape (B,), float64, differentiable w.r.t. ``log_probs`` (and the log
+      prior); ``-inf`` for an utterance shorter than its transcript needs (zero gradient).
+
+    Raises:
+      FsalignError: malformed inputs (shapes, dtypes, lengths, NaN/inf scores).
+    """
+    lengths = check_inputs(log_probs, lengths, graphs)
+    return _total(scales.dense(log_probs), lengths, graphs, scales.transition_scale)
+
+
+def occupancies(log_probs: torch.Tensor, lengths, graphs: TrainingGraphs, scales: Scales = Scales()) -> torch.Tensor:
+    """Soft alignment v (eq. 9): per frame, the posterior of every column over all paths.
+
+    Args: as :func:`total_scores`.
+
+    Returns:
+      Tensor of shape (B, T, C), float32, no grad: rows of valid frames sum to 1;
+      padding frames and utterances too short for their transcript are 0.
+    """
+    lengths = check_inputs(log_probs, lengths, graphs)
+    with torch.no_grad():
+        scores = scales.dense(log_probs)
+    scores = scores.detach().requires_grad_(True)
+    with torch.enable_grad():
+        total = _total(scores, lengths, graphs, scales.transition_scale)
+        finite = torch.isfinite(total)
+        if not bool(finite.any()):
+            return torch.zeros_like(scores).detach()
+        (v,) = torch.autograd.grad(total[finite].sum(), scores)
+    return v
 
 
 def full_sum_scores(
@@ -28,14 +76,8 @@ def full_sum_scores(
     log_prior: Optional[torch.Tensor] = None,
     transition_scale: float = 1.0,
 ) -> torch.Tensor:
-    """Log of the sum over all paths of exp(path score) (eq. 6 inside the log).
-
-    Args, returns: as :func:`full_sum_loss`, with the sign flipped (``-inf``
-    where the utterance is too short for its transcript).
-    """
-    lengths = check_inputs(log_probs, lengths, graphs)
-    scores = dense_scores(log_probs, posterior_scale, prior_scale, log_prior)
-    return _total(scores, lengths, graphs, transition_scale)
+    """:func:`total_scores` with the scales as keyword arguments (``-full_sum_loss``)."""
+    return total_scores(log_probs, lengths, graphs, Scales(posterior_scale, prior_scale, log_prior, transition_scale))
 
 
 def full_sum_loss(
@@ -70,9 +112,7 @@ def full_sum_loss(
     Raises:
       FsalignError: malformed inputs (shapes, dtypes, lengths, NaN/inf scores).
     """
-    return -full_sum_scores(
-        log_probs, lengths, graphs, posterior_scale, prior_scale, log_prior, transition_scale
-    )
+    return -full_sum_scores(log_probs, lengths, graphs, posterior_scale, prior_scale, log_prior, transition_scale)
 
 
 def soft_alignment(
@@ -84,25 +124,8 @@ def soft_alignment(
     log_prior: Optional[torch.Tensor] = None,
     transition_scale: float = 1.0,
 ) -> torch.Tensor:
-    """Soft alignment v (eq. 9): per frame, the posterior of every column over all paths.
-
-    Args: as :func:`full_sum_loss`.
-
-    Returns:
-      Tensor of shape (B, T, C), float32, no grad: rows of valid frames sum to 1;
-      padding frames and utterances too short for their transcript are 0.
-    """
-    lengths = check_inputs(log_probs, lengths, graphs)
-    with torch.no_grad():
-        scores = dense_scores(log_probs, posterior_scale, prior_scale, log_prior)
-    scores = scores.detach().requires_grad_(True)
-    with torch.enable_grad():
-        total = _total(scores, lengths, graphs, transition_scale)
-        finite = torch.isfinite(total)
-        if not bool(finite.any()):
-            return torch.zeros_like(scores).detach()
-        (v,) = torch.autograd.grad(total[finite].sum(), scores)
-    return v
+    """:func:`occupancies` (eq. 9) with the scales as keyword arguments (see :func:`full_sum_loss`)."""
+    return occupancies(log_probs, lengths, graphs, Scales(posterior_scale, prior_scale, log_prior, transition_scale))
 
 
 def _total(scores: torch.Tensor, lengths: torch.Tensor, graphs: TrainingGraphs,

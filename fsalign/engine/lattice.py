@@ -1,14 +1,13 @@
-"""Checked inputs, scaled dense scores and their intersection with training graphs.
+"""Checked inputs, and the intersection of dense scores with training graphs.
 
 Dimension symbols used in this module:
   B: utterances in a batch
   T: frames (the longest utterance)
   C: score-matrix columns
 
-The path score every function of fsalign uses (DESIGN.md): the sum over frames
-of ``α·log_probs[t, y_t] − β·log_prior[y_t]`` plus ``γ·`` the transition
-log-prob of every move between consecutive frames. The first two terms form
-the dense score matrix built here; the third lives on the graph arcs.
+The dense score matrix (``α·log_probs − β·log_prior``, :meth:`fsalign.engine.scales.Scales.dense`)
+is intersected here with the training graphs, whose arcs carry the transition log-probs
+scaled by ``γ``.
 """
 import math
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from fsalign.engine.graphs import scale_transitions
 from fsalign.engine.topology import TrainingGraphs
 from fsalign.errors import FsalignError
 
-__all__ = ["check_inputs", "dense_scores", "intersect", "Intersection"]
+__all__ = ["check_inputs", "intersect", "Intersection", "FULL_SUM_BEAM", "VITERBI_BEAM"]
 
 # exact: k2 prunes the output lattice relative to the best path; +inf keeps all of it
 FULL_SUM_BEAM = math.inf
@@ -81,44 +80,6 @@ def check_inputs(log_probs: torch.Tensor, lengths, graphs: TrainingGraphs) -> to
             )
         )
     return lengths
-
-
-def dense_scores(
-    log_probs: torch.Tensor,
-    posterior_scale: float = 1.0,
-    prior_scale: float = 0.0,
-    log_prior: Optional[torch.Tensor] = None,
-) -> torch.Tensor:
-    """``α·log_probs − β·log_prior``, float32, differentiable in both.
-
-    Args:
-      log_probs: Tensor of shape (B, T, C).
-      posterior_scale: α.
-      prior_scale: β.
-      log_prior: Tensor of shape (C,) or (B, C), or None (then β must be 0).
-
-    Returns:
-      Tensor of shape (B, T, C), float32.
-    """
-    B, T, C = log_probs.shape
-    scores = log_probs.float()
-    if posterior_scale != 1.0:
-        scores = scores * float(posterior_scale)
-    if log_prior is None:
-        if prior_scale != 0.0:
-            raise FsalignError(f"prior_scale={prior_scale} needs a log_prior of shape (C,) or (B, C)")
-        return scores
-    if not isinstance(log_prior, torch.Tensor):
-        raise FsalignError(f"log_prior must be a torch.Tensor, got {type(log_prior).__name__}")
-    if tuple(log_prior.shape) not in ((C,), (B, C)):
-        raise FsalignError(f"log_prior must have shape ({C},) or ({B}, {C}), got {tuple(log_prior.shape)}")
-    if not bool(torch.isfinite(log_prior).all()):
-        raise FsalignError("log_prior contains NaN or inf (a zero prior probability?)")
-    if prior_scale == 0.0:
-        return scores
-    prior = log_prior.to(scores.device, torch.float32)
-    prior = prior[None, None, :] if prior.ndim == 1 else prior[:, None, :]
-    return scores - float(prior_scale) * prior
 
 
 @dataclass

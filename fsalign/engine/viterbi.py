@@ -11,12 +11,13 @@ import k2
 import numpy as np
 import torch
 
-from fsalign.engine.lattice import VITERBI_BEAM, check_inputs, dense_scores, intersect
+from fsalign.engine.lattice import VITERBI_BEAM, check_inputs, intersect
+from fsalign.engine.scales import Scales
 from fsalign.engine.topology import TrainingGraphs
 from fsalign.errors import FsalignError, InfeasibleAlignment
 from fsalign.results.alignment import Alignment, spans_from_path
 
-__all__ = ["viterbi_align"]
+__all__ = ["viterbi_align", "best_paths"]
 
 _ON_INFEASIBLE = ("raise", "skip")
 
@@ -56,6 +57,13 @@ def viterbi_align(
         them named, with frames given and needed), unless ``on_infeasible="skip"``.
       FsalignError: malformed inputs.
     """
+    return best_paths(log_probs, lengths, graphs, Scales(posterior_scale, prior_scale, log_prior, transition_scale),
+                      on_infeasible)
+
+
+def best_paths(log_probs: torch.Tensor, lengths, graphs: TrainingGraphs, scales: Scales = Scales(),
+               on_infeasible: str = "raise") -> List[Optional[Alignment]]:
+    """:func:`viterbi_align` with the path-score parameters as one :class:`~fsalign.engine.scales.Scales`."""
     if on_infeasible not in _ON_INFEASIBLE:
         raise FsalignError(f"on_infeasible must be one of {_ON_INFEASIBLE}, got {on_infeasible!r}")
     lengths = check_inputs(log_probs, lengths, graphs)
@@ -65,9 +73,8 @@ def viterbi_align(
             short, [int(lengths[i]) for i in short], [int(graphs.min_frames[i]) for i in short]
         )
     with torch.no_grad():
-        scores = dense_scores(log_probs.detach(), posterior_scale, prior_scale,
-                              None if log_prior is None else log_prior.detach())
-        inter = intersect(scores, lengths, graphs, transition_scale, VITERBI_BEAM)
+        scores = scales.detach().dense(log_probs.detach())
+        inter = intersect(scores, lengths, graphs, scales.transition_scale, VITERBI_BEAM)
     out: List[Optional[Alignment]] = [None] * len(graphs)
     if inter.lattice is None:
         return out

@@ -277,6 +277,19 @@ class ConformerModel(nn.Module):
             return blank_separated_log_probs(logits, blank=self.blank)
         return logits.log_softmax(dim=-1)
 
+    def log_probs(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Features -> normalised log posteriors: the encoder, the head and its normalisation.
+
+        Args:
+          features: Tensor of shape (B, T', F).
+          feature_lengths: Tensor of shape (B,).
+
+        Returns:
+          Log-probabilities, Tensor of shape (B, T, C), and encoder lengths, Tensor of shape (B,).
+        """
+        h, lengths = self.forward_encoder(features, feature_lengths)
+        return self.ctc_log_probs(self.ctc_logits(h)), lengths
+
     def aed_log_probs(
         self,
         encoder_out: torch.Tensor,

@@ -12,9 +12,10 @@ from fsalign.results.metrics import (
     TimeStampError,
     average_token_duration,
     time_stamp_error,
+    uncovered,
 )
 
-__all__ = ["AlignmentComparison", "SideStats", "compare_alignments"]
+__all__ = ["AlignmentComparison", "SideStats", "compare_alignments", "word_mismatch"]
 
 
 @dataclass
@@ -22,19 +23,20 @@ class SideStats:
     """Statistics of one side (reference or hypothesis) over the compared utterances.
 
     Attributes:
-      silence_ratio: seconds not covered by any word / total seconds (None without utterances).
-      token_silence_ratio: seconds not covered by any token / total seconds, where every
-        compared utterance of this side has token times (else None). For a CTC alignment the
-        token spans are the frames that emit a label, so this is the paper's "Sil. ratio" (the
-        share of blank frames, Table 14), while ``silence_ratio`` counts blank frames inside a
-        word as speech.
+      silence_ratio: seconds covered by no word / total seconds
+        (:func:`~fsalign.results.metrics.silence_ratio`; None without utterances).
+      blank_ratio: seconds covered by no token / total seconds
+        (:func:`~fsalign.results.metrics.blank_ratio`), where every compared utterance of this
+        side has token times (else None). For a CTC alignment the token spans are the frames
+        that emit a label, so this is the paper's "Sil. ratio" (the share of blank frames,
+        Table 14), while ``silence_ratio`` counts blank frames inside a word as speech.
       word_duration_ms: mean word duration.
       token_duration_ms: mean token duration (None if this side has no token times).
       num_tokens: tokens behind ``token_duration_ms``.
     """
 
     silence_ratio: Optional[float] = None
-    token_silence_ratio: Optional[float] = None
+    blank_ratio: Optional[float] = None
     word_duration_ms: Optional[float] = None
     token_duration_ms: Optional[float] = None
     num_tokens: int = 0
@@ -71,18 +73,8 @@ class AlignmentComparison:
         return asdict(self)
 
 
-def _covered(spans, duration: float) -> float:
-    """Seconds of [0, duration] covered by the union of ``spans``."""
-    total, reach = 0.0, 0.0
-    for span in sorted(spans, key=lambda s: s.start):
-        start, end = max(span.start, reach, 0.0), min(span.end, duration)
-        if end > start:
-            total += end - start
-        reach = max(reach, min(span.end, duration))
-    return total
-
-
-def _mismatch(ref_words: List[str], hyp_words: List[str]) -> Optional[str]:
+def word_mismatch(ref_words: List[str], hyp_words: List[str]) -> Optional[str]:
+    """Why two word sequences cannot be compared word by word (None when they are equal)."""
     if ref_words == hyp_words:
         return None
     if len(ref_words) != len(hyp_words):
@@ -123,7 +115,7 @@ def compare_alignments(ref: Mapping, hyp: Mapping) -> AlignmentComparison:
         h = hyp.get(utt_id)
         if h is None:
             continue
-        reason = _mismatch([w.label.casefold() for w in r.words], [w.label.casefold() for w in h.words])
+        reason = word_mismatch([w.label.casefold() for w in r.words], [w.label.casefold() for w in h.words])
         if reason is not None:
             result.skipped[utt_id] = reason
             continue
@@ -134,9 +126,9 @@ def compare_alignments(ref: Mapping, hyp: Mapping) -> AlignmentComparison:
             result.durations_from_word_ends += 1
         length += duration
         for side, utt in (("ref", r), ("hyp", h)):
-            silence[side] += duration - _covered(utt.words, duration)
+            silence[side] += uncovered(utt.words, duration)
             if utt.tokens:
-                token_silence[side] += duration - _covered(utt.tokens, duration)
+                token_silence[side] += uncovered(utt.tokens, duration)
             elif utt.words:  # words but no token times: no token-level ratio for this side
                 all_tokens[side] = False
             words[side] = words[side] + average_token_duration([utt.words])
@@ -147,7 +139,7 @@ def compare_alignments(ref: Mapping, hyp: Mapping) -> AlignmentComparison:
         result.tse_boundary_ms, result.tse_centre_ms = 1000 * tse.boundary, 1000 * tse.centre
     for side, stats in (("ref", result.ref), ("hyp", result.hyp)):
         stats.silence_ratio = silence[side] / length if length > 0 else None
-        stats.token_silence_ratio = token_silence[side] / length if length > 0 and all_tokens[side] else None
+        stats.blank_ratio = token_silence[side] / length if length > 0 and all_tokens[side] else None
         stats.word_duration_ms = 1000 * words[side].value if words[side].count else None
         stats.token_duration_ms = 1000 * tokens[side].value if tokens[side].count else None
         stats.num_tokens = tokens[side].count

@@ -8,7 +8,8 @@ with ``+`` and read ``.value`` (or the named properties) at the end.
 * average blank/silence posterior E p(eps|x);
 * label/word error rate (N_sub + N_ins + N_del) / N_ref, via kaldialign;
 * time stamp error (TSE): boundary ("LR") and centre variants;
-* silence ratio of an alignment and average token duration.
+* silence ratio (audio in no word) and blank ratio (audio in no token) of an alignment,
+  and average token duration.
 
 Dimension symbols legend:
   B: batch size
@@ -16,7 +17,7 @@ Dimension symbols legend:
   C: number of score-matrix columns
 """
 from dataclasses import dataclass
-from typing import Hashable, List, Optional, Sequence, Tuple, Union
+from typing import Hashable, List, Sequence, Tuple, Union
 
 import kaldialign
 import torch
@@ -35,6 +36,8 @@ __all__ = [
     "greedy_decode",
     "time_stamp_error",
     "silence_ratio",
+    "blank_ratio",
+    "uncovered",
     "average_token_duration",
 ]
 
@@ -45,10 +48,10 @@ LabelSequences = Union[torch.Tensor, Sequence[Sequence[int]]]
 
 @dataclass(frozen=True)
 class Average:
-    """A mean over a set of items: ``total / count`` (NaN when empty)."""
+    """A mean over a set of items: ``total / count`` (NaN when empty); ``count`` may be a weight."""
 
     total: float
-    count: int
+    count: float
 
     @property
     def value(self) -> float:
@@ -248,28 +251,52 @@ def time_stamp_error(ref: Sequence[Sequence[Span]], hyp: Sequence[Sequence[Span]
     return TimeStampError(boundary, centre, count)
 
 
-def _sequences(labels: LabelSequences, lengths: Optional[torch.Tensor]) -> List[torch.Tensor]:
-    if isinstance(labels, torch.Tensor) and labels.dim() == 2:
-        if lengths is None:
-            raise ValueError("a padded (B, T) labels tensor needs lengths")
-        mask = valid_frame_mask(lengths.to(labels.device), labels.shape[1], batch_size=labels.shape[0])
-        return [labels[b][mask[b]] for b in range(labels.shape[0])]
-    if lengths is not None:
-        raise ValueError("lengths only applies to a padded (B, T) labels tensor")
-    return [torch.as_tensor(seq) for seq in labels]
+def uncovered(spans: Sequence[Span], duration: float) -> float:
+    """How much of [0, duration] the union of ``spans`` leaves uncovered (frames or seconds)."""
+    total, reach = 0.0, 0.0
+    for start, end in sorted(map(_bounds, spans)):
+        start, end = max(start, reach, 0.0), min(end, duration)
+        if end > start:
+            total += end - start
+        reach = max(reach, min(end, duration))
+    return duration - total
 
 
-def silence_ratio(labels: LabelSequences, silence: int = 0, lengths: Optional[torch.Tensor] = None) -> Average:
-    """Fraction of frames aligned to blank/silence ("Sil. ratio", "Si/B" in Tables 2-5).
+def _share_uncovered(spans: Sequence[Sequence[Span]], durations: Sequence[float], what: str) -> Average:
+    if len(spans) != len(durations):
+        raise ValueError(f"need one duration per sequence of {what}, got {len(durations)} for {len(spans)}")
+    return Average(float(sum(uncovered(seq, d) for seq, d in zip(spans, durations))), float(sum(durations)))
+
+
+def silence_ratio(words: Sequence[Sequence[Span]], durations: Sequence[float]) -> Average:
+    """Silence ratio: the share of the audio covered by no word (A.4.2's "amount of silence").
 
     Args:
-      labels: per-frame labels: a list of 1-D sequences (e.g. ``[a.labels for a in alignments]``)
-        or a padded LongTensor of shape (B, T) with ``lengths``.
-      silence: blank/silence column.
-      lengths: Tensor of shape (B,), only with a padded tensor.
+      words: per sequence, its word spans ((start, end) or objects with ``.start``/``.end``).
+      durations: per sequence, its length (same unit: frames or seconds).
+
+    Returns:
+      :class:`Average` of uncovered length over total length.
     """
-    seqs = _sequences(labels, lengths)
-    return Average(float(sum(int((seq == silence).sum()) for seq in seqs)), sum(int(seq.numel()) for seq in seqs))
+    return _share_uncovered(words, durations, "words")
+
+
+def blank_ratio(tokens: Sequence[Sequence[Span]], durations: Sequence[float]) -> Average:
+    """Blank ratio: the share of the audio covered by no token ("Sil. ratio" / "Si/B" of Tables 2-5).
+
+    For a Viterbi alignment the token spans are exactly the frames aligned to a token, so
+    over frames (``[a.tokens for a in alignments]``, ``[a.num_frames for ...]``) this is the
+    share of frames aligned to blank (CTC) or silence (HMM); unlike :func:`silence_ratio` it
+    counts the blank frames inside a CTC word as silence.
+
+    Args:
+      tokens: per sequence, its token spans.
+      durations: per sequence, its length (same unit).
+
+    Returns:
+      :class:`Average` of uncovered length over total length.
+    """
+    return _share_uncovered(tokens, durations, "tokens")
 
 
 def average_token_duration(spans: Sequence[Sequence[Span]]) -> Average:

@@ -10,19 +10,21 @@ Dimension symbols legend:
   T': number of input feature frames (padded)
   S: number of transcript positions (padded); ``S_b`` valid in utterance ``b``
 """
-import dataclasses
+import functools
 import math
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
 from fsalign.engine.builtin import RelaxedTopology
-from fsalign.engine.viterbi import viterbi_align
+from fsalign.errors import FsalignError
 from fsalign.results.alignment import Alignment
+from fsalign.scores.gradient import PREFIXES, gradient_scores
+from fsalign.scores.matrix import ScoreMatrix
 from fsalign.scores.prefix import transcript_targets
-from fsalign.util import valid_frame_mask
+from fsalign.util import Seconds, check_option, is_finite_number, valid_frame_mask
 
-__all__ = ["VARIANTS", "grad_score_matrix", "grad_align"]
+__all__ = ["VARIANTS", "GradientScorer", "grad_score_matrix", "gradscore_matrix", "grad_align"]
 
 VARIANTS = ("grad", "gradext")
 """GradScore (eq. 24-25) and GradScoreExt (eq. 43-48)."""
@@ -107,36 +109,36 @@ def grad_score_matrix(
     return out.transpose(1, 2)
 
 
-def grad_align(
+@functools.lru_cache(maxsize=64)
+def _positions_topology(num_columns: int) -> RelaxedTopology:
+    """The relaxed topology over (blank, position 1, ..., position S): one per matrix width."""
+    return RelaxedTopology(num_labels=num_columns, blank=0)
+
+
+def gradscore_matrix(
     G: torch.Tensor,
     lengths: torch.Tensor,
     transcripts: Sequence[Sequence[Sequence[int]]],
     variant: str = "grad",
     blank_score: float = -6.0,
     percentile: float = 60.0,
-    label_lengths: Optional[torch.Tensor] = None,
-    on_infeasible: str = "raise",
-) -> List[Optional[Alignment]]:
-    """GradScore / GradScoreExt alignment (eq. 24-25, 43-48) at the input frame rate.
+    frame_shift_s: Seconds = 0.01,
+) -> ScoreMatrix:
+    """The :class:`~fsalign.scores.matrix.ScoreMatrix` of GradScore / GradScoreExt (eq. 24-25, 43-48).
 
-    The best path over the relaxed topology on transcript positions (states
-    ε, 1, ε, 2, ..., S, ε; section 5) through :class:`RelaxedTopology` and
-    :func:`viterbi_align`, scored by :func:`grad_score_matrix`.
+    Columns are (blank, position 1, ..., position S), aligned under the relaxed topology on
+    transcript positions (states ε, 1, ε, 2, ..., S, ε; section 5); the matrix maps
+    positions back to the transcripts' token ids. Frames are input frames, with no offset
+    (feature frame ``k`` is centred on ``(k + 1/2) * frame_shift_s``).
 
     Args:
-      G: Tensor of shape (B, S, T') from :func:`gradient_scores`.
+      G: Tensor of shape (B, S, T') from :func:`fsalign.scores.gradient.gradient_scores`.
       lengths: Tensor of shape (B,), valid input frames.
       transcripts: utterance -> words -> token ids (the same as for ``G``).
       variant: "grad" (GradScore) or "gradext" (GradScoreExt).
       blank_score: γ_ε (GradScore).
       percentile: γ_percentile in percent (GradScoreExt).
-      label_lengths: optional Tensor of shape (B,); checked against the transcripts.
-      on_infeasible: as in :func:`viterbi_align` ("raise" or "skip").
-
-    Returns:
-      One :class:`Alignment` per utterance: ``labels`` holds score-matrix
-      columns (0 blank, s = position s, 1-based), ``tokens[i].token`` the
-      transcript's token id, spans in input frames (end exclusive).
+      frame_shift_s: seconds per input frame.
     """
     B = G.shape[0] if isinstance(G, torch.Tensor) and G.dim() == 3 else None
     if B is None:
@@ -144,11 +146,6 @@ def grad_align(
     if len(transcripts) != B:
         raise ValueError(f"transcripts must have one entry per utterance ({B}), got {len(transcripts)}")
     targets, counts = transcript_targets(transcripts)
-    if label_lengths is not None and not torch.equal(torch.as_tensor(label_lengths).cpu().long(), counts):
-        raise ValueError(
-            f"label_lengths {torch.as_tensor(label_lengths).tolist()} do not match the transcripts' "
-            f"token counts {counts.tolist()}"
-        )
     S = G.shape[1]
     if B and int(counts.max()) > S:
         raise ValueError(f"G has S={S} positions, but a transcript has {int(counts.max())} tokens")
@@ -165,9 +162,119 @@ def grad_align(
             utt.append(list(range(next_pos, next_pos + len(w))))
             next_pos += len(w)
         positions.append(utt)
-    graphs = RelaxedTopology(num_labels=scores.shape[2], blank=0).compile(positions, device=G.device)
-    alignments = viterbi_align(scores, lengths, graphs, on_infeasible=on_infeasible)
-    for b, ali in enumerate(alignments):
-        if ali is not None:
-            ali.tokens = [dataclasses.replace(t, token=int(targets[b, t.position])) for t in ali.tokens]
-    return alignments
+    graphs = _positions_topology(scores.shape[2]).compile(positions, device=G.device)
+    tokens = [targets[b, : int(counts[b])].tolist() for b in range(B)]  # position -> token id
+    name = {"grad": "GradScore", "gradext": "GradScoreExt"}[variant]
+    return ScoreMatrix(scores, torch.as_tensor(lengths).long(), graphs, frame_step_s=frame_shift_s,
+                       time_offset_s=0.0, tokens=tokens, name=name)
+
+
+def grad_align(
+    G: torch.Tensor,
+    lengths: torch.Tensor,
+    transcripts: Sequence[Sequence[Sequence[int]]],
+    variant: str = "grad",
+    blank_score: float = -6.0,
+    percentile: float = 60.0,
+    label_lengths: Optional[torch.Tensor] = None,
+    on_infeasible: str = "raise",
+) -> List[Optional[Alignment]]:
+    """GradScore / GradScoreExt alignment (eq. 24-25, 43-48) at the input frame rate.
+
+    The best paths of :func:`gradscore_matrix`.
+
+    Args:
+      G: Tensor of shape (B, S, T') from :func:`fsalign.scores.gradient.gradient_scores`.
+      lengths: Tensor of shape (B,), valid input frames.
+      transcripts: utterance -> words -> token ids (the same as for ``G``).
+      variant: "grad" (GradScore) or "gradext" (GradScoreExt).
+      blank_score: γ_ε (GradScore).
+      percentile: γ_percentile in percent (GradScoreExt).
+      label_lengths: optional Tensor of shape (B,); checked against the transcripts.
+      on_infeasible: as in :func:`fsalign.viterbi_align` ("raise" or "skip").
+
+    Returns:
+      One :class:`Alignment` per utterance: ``labels`` holds score-matrix
+      columns (0 blank, s = position s, 1-based), ``tokens[i].token`` the
+      transcript's token id, spans in input frames (end exclusive).
+    """
+    if label_lengths is not None:
+        _, counts = transcript_targets(transcripts)
+        if not torch.equal(torch.as_tensor(label_lengths).cpu().long(), counts):
+            raise ValueError(
+                f"label_lengths {torch.as_tensor(label_lengths).tolist()} do not match the transcripts' "
+                f"token counts {counts.tolist()}"
+            )
+    return gradscore_matrix(G, lengths, transcripts, variant, blank_score, percentile).best_paths(on_infeasible)
+
+
+class GradientScorer:
+    """Gradient score matrices of a model: G (eq. 22-23, 49-50) -> GradScore(Ext) (eq. 24-25, 43-48).
+
+    Every option is checked here, before any audio is read.
+
+    Args:
+      model: follows :class:`~fsalign.scores.gradient.CtcModel` when ``ctc_weight > 0`` and
+        :class:`~fsalign.scores.gradient.AedModel` when ``aed_weight > 0`` (in eval mode).
+      variant: "grad" (GradScore) or "gradext" (GradScoreExt).
+      p: the norm's p > 0 (``inf``: the max norm).
+      blank_score: γ_ε of GradScore, finite.
+      percentile: γ_percentile of GradScoreExt, in [0, 100].
+      prefix: the CTC prefix score, one of :data:`~fsalign.scores.gradient.PREFIXES`.
+      mask_blank: zero the gradient of the blank logit (eq. 49).
+      ctc_weight: λ_CTC >= 0.
+      aed_weight: λ_AED >= 0 (not both 0).
+      chunk_size: label positions per batched gradient (None: all at once).
+      frame_shift_s: seconds per input feature frame.
+
+    Raises:
+      FsalignError: an option outside its range, or a model without what the weights need.
+    """
+
+    def __init__(self, model, variant: str = "gradext", p: float = 0.1, blank_score: float = -6.0,
+                 percentile: float = 60.0, prefix: str = "forward", mask_blank: bool = True,
+                 ctc_weight: float = 1.0, aed_weight: float = 0.0, chunk_size: Optional[int] = 32,
+                 frame_shift_s: Seconds = 0.01):
+        check_option("variant", variant, variant in VARIANTS, f"one of {VARIANTS}")
+        check_option("p", p, isinstance(p, (int, float)) and p > 0 and not math.isnan(p), "a number > 0 (or inf)")
+        check_option("blank score", blank_score, is_finite_number(blank_score), "a finite number")
+        check_option("percentile", percentile, is_finite_number(percentile) and 0 <= percentile <= 100, "in [0, 100]")
+        check_option("prefix", prefix, prefix in PREFIXES, f"one of {PREFIXES}")
+        for name, weight in (("ctc weight", ctc_weight), ("aed weight", aed_weight)):
+            check_option(name, weight, is_finite_number(weight) and weight >= 0, "a finite number >= 0")
+        if ctc_weight + aed_weight == 0:
+            raise FsalignError("ctc weight and aed weight must not both be 0")
+        check_option("chunk size", chunk_size, chunk_size is None or (int(chunk_size) == chunk_size >= 1),
+                      "an integer >= 1")
+        for name, weight, method in (("ctc", ctc_weight, "ctc_logits"), ("aed", aed_weight, "aed_log_probs")):
+            if weight > 0 and not callable(getattr(model, method, None)):
+                raise FsalignError(f"{name} weight {weight} needs a model with `{method}` "
+                                   f"({type(model).__name__} has none)")
+        self.model = model
+        self.variant, self.p, self.blank_score, self.percentile = variant, float(p), float(blank_score), percentile
+        self.prefix, self.mask_blank = prefix, bool(mask_blank)
+        self.ctc_weight, self.aed_weight, self.chunk_size = float(ctc_weight), float(aed_weight), chunk_size
+        self.frame_shift_s = float(frame_shift_s)
+
+    def settings(self) -> Dict[str, Any]:
+        """Every option that determines the scores (recorded with alignments)."""
+        return {"scores": self.variant, "grad_p": self.p, "grad_blank_score": self.blank_score,
+                "grad_percentile": self.percentile, "grad_prefix": self.prefix, "mask_blank": self.mask_blank,
+                "ctc_weight": self.ctc_weight, "aed_weight": self.aed_weight, "grad_chunk_size": self.chunk_size,
+                "frame_step_s": self.frame_shift_s, "time_offset_s": 0.0}
+
+    def __call__(self, features: torch.Tensor, feature_lengths: torch.Tensor,
+                 transcripts: Sequence[Sequence[Sequence[int]]]) -> ScoreMatrix:
+        """GradScore(Ext) matrix of a batch.
+
+        Args:
+          features: Tensor of shape (B, T', D) on the model's device.
+          feature_lengths: Tensor of shape (B,).
+          transcripts: utterance -> words -> token ids.
+        """
+        G = gradient_scores(self.model, features, feature_lengths, transcripts, p=self.p, mask_blank=self.mask_blank,
+                            ctc_weight=self.ctc_weight, aed_weight=self.aed_weight, chunk_size=self.chunk_size,
+                            prefix=self.prefix)
+        return gradscore_matrix(G, feature_lengths, transcripts, self.variant, self.blank_score, self.percentile,
+                                self.frame_shift_s)
+

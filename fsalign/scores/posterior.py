@@ -1,15 +1,23 @@
-"""Posterior score matrices: blank separation (eq. 15-17) and the blank penalty (Table 14).
+"""Posterior score matrices: the scorer, blank separation (eq. 15-17) and the blank penalty (Table 14).
+
+:class:`PosteriorScorer` turns a model's output into a :class:`~fsalign.scores.matrix.ScoreMatrix`
+under a topology, with the scales of eq. (6) and a blank penalty.
 
 Dimension symbols legend:
   B: batch size (number of sequences)
   T: number of frames (padded length of the batch)
   C: number of score-matrix columns = alignment labels, blank/silence included
 """
+from typing import Any, Dict, Optional, Sequence, Tuple
+
 import torch
 
-from fsalign.util import check_blank
+from fsalign.engine.scales import Scales
+from fsalign.engine.topology import Topology
+from fsalign.scores.matrix import ScoreMatrix
+from fsalign.util import Seconds, check_blank, check_option, is_finite_number
 
-__all__ = ["blank_separated_log_probs", "apply_blank_penalty"]
+__all__ = ["PosteriorScorer", "blank_separated_log_probs", "apply_blank_penalty"]
 
 
 def blank_separated_log_probs(logits: torch.Tensor, blank: int = 0) -> torch.Tensor:
@@ -67,3 +75,69 @@ def apply_blank_penalty(scores: torch.Tensor, blank: int, penalty: float) -> tor
     shift = torch.zeros(scores.shape[-1], dtype=scores.dtype, device=scores.device)
     shift[blank] = penalty
     return (scores + shift).log_softmax(dim=-1)
+
+
+class PosteriorScorer:
+    """Posterior score matrices of a CTC/HMM model under a topology (eq. 6, Table 14).
+
+    The model gives log posteriors (``model.log_probs(features, lengths)``, e.g.
+    :meth:`fsalign.models.conformer.ConformerModel.log_probs`); the blank penalty is added to
+    the blank/silence column before renormalising; the matrix carries the scales, the
+    topology's graphs and the frame times of the model's frame rate. Every option is
+    checked here, before any audio is read.
+
+    Args:
+      model: has ``log_probs(features, lengths) -> (log_probs, lengths)``, ``subsampling`` and
+        ``blank``.
+      topology: the topology the matrices are aligned / summed under.
+      scales: α, β with its log prior (e.g. a checkpoint's corpus prior), γ.
+      blank_penalty: added to the blank/silence log-probability (negative: less blank), finite.
+      frame_shift_s: seconds per input feature frame.
+
+    Raises:
+      FsalignError: a blank penalty that is not a finite number, a model without ``log_probs``,
+        or a topology with another number of columns than the model's output.
+    """
+
+    def __init__(self, model, topology: Topology, scales: Scales = Scales(), blank_penalty: float = 0.0,
+                 frame_shift_s: Seconds = 0.01):
+        check_option("blank penalty", blank_penalty, is_finite_number(blank_penalty), "a finite number")
+        check_option("model", type(model).__name__, callable(getattr(model, "log_probs", None)),
+                     "a model with log_probs(features, lengths)")
+        num_labels = getattr(model, "num_labels", topology.num_labels)
+        check_option("topology", topology, topology.num_labels == num_labels,
+                     f"a topology with the model's {num_labels} columns")
+        self.model, self.topology, self.scales = model, topology, scales
+        self.blank_penalty = float(blank_penalty)
+        self.frame_shift_s = float(frame_shift_s)
+        self.subsampling = int(getattr(model, "subsampling", 1))
+
+    def settings(self) -> Dict[str, Any]:
+        """Every option that determines the scores (recorded with alignments)."""
+        return {"scores": "posterior", "topology": self.topology.name, "posterior_scale": self.scales.posterior_scale,
+                "transition_scale": self.scales.transition_scale, "prior_scale": self.scales.prior_scale,
+                "blank_penalty": self.blank_penalty, "frame_step_s": self.frame_shift_s * self.subsampling}
+
+    @torch.no_grad()
+    def log_probs(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The model's log posteriors, blank penalty applied: Tensors of shape (B, T, C) and (B,)."""
+        log_probs, lengths = self.model.log_probs(features, feature_lengths)
+        if self.blank_penalty:
+            log_probs = apply_blank_penalty(log_probs, self.model.blank, self.blank_penalty)
+        return log_probs, lengths
+
+    def __call__(self, features: torch.Tensor, feature_lengths: torch.Tensor,
+                 transcripts: Sequence[Sequence[Sequence[int]]], log_prior: Optional[torch.Tensor] = None
+                 ) -> ScoreMatrix:
+        """Score matrix of a batch.
+
+        Args:
+          features: Tensor of shape (B, T', F) on the model's device.
+          feature_lengths: Tensor of shape (B,).
+          transcripts: utterance -> words -> token ids.
+          log_prior: overrides the scales' log prior for this batch (e.g. a sequence prior).
+        """
+        log_probs, lengths = self.log_probs(features, feature_lengths)
+        scales = self.scales if log_prior is None else self.scales.replace(log_prior=log_prior)
+        graphs = self.topology.compile(transcripts, device=log_probs.device)
+        return ScoreMatrix.from_posteriors(log_probs, lengths, graphs, scales, self.frame_shift_s, self.subsampling)

@@ -26,16 +26,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from fsalign.engine.fullsum import full_sum_loss
+from fsalign.engine.scales import Scales
 from fsalign.engine.topology import Topology
 from fsalign.errors import FsalignError
 from fsalign.models.synthetic import MODEL_NAMES, build_model
 from fsalign.scores.posterior import blank_separated_log_probs
-from fsalign.scores.priors import (
-    batch_log_prior,
-    prior_from_alignment,
-    sequence_log_prior,
-)
+from fsalign.scores.priors import prior_from_alignment
 from fsalign.synthetic.data import (
     EPSILON,
     SyntheticBatch,
@@ -44,16 +40,22 @@ from fsalign.synthetic.data import (
 )
 from fsalign.synthetic.evaluation import evaluate_log_probs
 from fsalign.synthetic.graphs import TOPOLOGIES, GraphBank, build_topology
+from fsalign.training.criterion import FullSumCriterion
+from fsalign.training.loop import train_steps
 
 __all__ = [
-    "RunConfig", "RunResult", "make_topology", "train", "evaluate", "run_group", "run_one", "METRICS",
+    "RunConfig", "RunResult", "make_topology", "make_criterion", "train", "evaluate", "run_group", "run_one",
+    "METRICS", "PRIORS",
 ]
 
 logger = logging.getLogger(__name__)
 
 METRICS = ("ler", "fw_ce", "blank_posterior", "tse")
-PRIORS = ("none", "static", "posterior_avg")
-PRIOR_SCOPES = ("sequence", "batch")
+PRIORS = ("none", "static", "seq", "batch")
+"""Prior modes of a run (:data:`fsalign.scores.priors.PRIOR_MODES`; ``static``: the ground truth's
+label frequencies). The former spelling ``posterior_avg`` with ``prior_scope`` ``sequence`` /
+``batch`` is read as ``seq`` / ``batch``."""
+PRIOR_SCOPES = (None, "sequence", "batch")
 INITS = ("default", "perfect")
 
 
@@ -69,10 +71,11 @@ class RunConfig:
       perfect_scale: the scale c of the perfect initialisation.
       topology: ``"hmm"`` (ε only at word boundaries) or ``"ctc"`` (ε anywhere).
       posterior_scale, prior_scale, transition_scale: α, β, γ of eq. 6.
-      prior: ``"none"``, ``"static"`` (label frequencies of the ground truth) or
-        ``"posterior_avg"`` (average posterior over the ``prior_scope``).
-      stop_grad: posterior-average prior only: detach it (None for other priors).
-      prior_scope: ``"sequence"`` or ``"batch"``.
+      prior: ``"none"``, ``"static"`` (label frequencies of the ground truth), ``"seq"``
+        (average posterior of each sequence) or ``"batch"`` (of each member's batch).
+      stop_grad: posterior-average priors only: detach them (None for other priors).
+      prior_scope: the former way of choosing between ``seq`` and ``batch`` with
+        ``prior="posterior_avg"`` (``"sequence"`` or ``"batch"``); None otherwise.
       label_loop, silence_loop: HMM loop probabilities; None estimates them from
         the ground truth of the data distribution (``estimate_loop_probabilities``).
       normed_grad: use the normalised gradient of eq. 11 (``fsalign.scores.normgrad``).
@@ -97,7 +100,7 @@ class RunConfig:
     transition_scale: float = 0.0
     prior: str = "none"
     stop_grad: Optional[bool] = None
-    prior_scope: str = "sequence"
+    prior_scope: Optional[str] = None
     label_loop: Optional[float] = None
     silence_loop: Optional[float] = None
     normed_grad: bool = False
@@ -113,6 +116,9 @@ class RunConfig:
     align_transition_scale: float = 0.0
 
     def __post_init__(self):
+        if self.prior == "posterior_avg":  # the former spelling
+            object.__setattr__(self, "prior", "batch" if self.prior_scope == "batch" else "seq")
+            object.__setattr__(self, "prior_scope", None)
         checks = [
             ("model", self.model, MODEL_NAMES),
             ("topology", self.topology, TOPOLOGIES),
@@ -125,9 +131,12 @@ class RunConfig:
                 raise FsalignError(f"{name} must be one of {allowed}, got {value!r}")
         if self.prior == "none" and self.prior_scale != 0.0:
             raise FsalignError(f"prior_scale={self.prior_scale} needs a prior, got prior='none'")
-        if self.prior != "posterior_avg" and self.stop_grad is not None:
-            raise FsalignError(f"stop_grad applies to the posterior-average prior only, got prior={self.prior!r}")
-        if self.prior == "posterior_avg" and self.stop_grad is None:
+        if self.prior_scope is not None:
+            raise FsalignError(f"prior_scope applies to prior='posterior_avg' only, got prior={self.prior!r}")
+        averaged = self.prior in ("seq", "batch")
+        if not averaged and self.stop_grad is not None:
+            raise FsalignError(f"stop_grad applies to the posterior-average priors only, got prior={self.prior!r}")
+        if averaged and self.stop_grad is None:
             object.__setattr__(self, "stop_grad", True)
         if self.normed_grad_scope not in ("batch", "seq"):
             raise FsalignError(f"normed_grad_scope must be 'batch' or 'seq', got {self.normed_grad_scope!r}")
@@ -204,28 +213,24 @@ def output_log_probs(cfg: RunConfig, logits: torch.Tensor, lengths: torch.Tensor
     return logits.log_softmax(dim=-1)
 
 
-def member_log_prior(cfg: RunConfig, log_probs: torch.Tensor, lengths: torch.Tensor,
-                     static: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+def member_log_prior(cfg: RunConfig, criterion: FullSumCriterion, log_probs: torch.Tensor,
+                     lengths: torch.Tensor) -> Optional[torch.Tensor]:
     """The log prior of eq. 6 for the flattened batch of all members.
 
     Args:
+      criterion: the run's criterion (its prior mode and static prior).
       log_probs: Tensor of shape (E, B, T, C).
       lengths: Tensor of shape (E, B).
-      static: Tensor of shape (C,) for the static prior.
 
     Returns:
-      None, Tensor of shape (C,) (static), or (E*B, C) (posterior average per
-      sequence, or per member's batch).
+      None, Tensor of shape (C,) (static), or (E*B, C) (posterior average per sequence, or
+      per member's batch: the members are independent runs).
     """
-    if cfg.prior == "none":
-        return None
-    if cfg.prior == "static":
-        return static
     E, B, T, C = log_probs.shape
-    if cfg.prior_scope == "sequence":
-        return sequence_log_prior(log_probs.reshape(E * B, T, C), lengths.reshape(-1), stop_grad=bool(cfg.stop_grad))
-    priors = [batch_log_prior(log_probs[e], lengths[e], stop_grad=bool(cfg.stop_grad)) for e in range(E)]
-    return torch.stack(priors).repeat_interleave(B, dim=0)
+    if criterion.prior == "batch" and criterion.scales.prior_scale:
+        priors = [criterion.log_prior(log_probs[e], lengths[e]) for e in range(E)]
+        return torch.stack(priors).repeat_interleave(B, dim=0)
+    return criterion.log_prior(log_probs.reshape(E * B, T, C), lengths.reshape(-1))
 
 
 def stack_batches(batches: Sequence[SyntheticBatch], device="cpu") -> Tuple[torch.Tensor, torch.Tensor, List]:
@@ -247,6 +252,13 @@ def build_members(cfg: RunConfig, seeds: Sequence[int], device="cpu") -> torch.n
     return model.to(device)
 
 
+def make_criterion(cfg: RunConfig, topology: Topology, device="cpu") -> FullSumCriterion:
+    """The run's :class:`~fsalign.training.criterion.FullSumCriterion` (eq. 6 with its prior)."""
+    static = static_log_prior(cfg).to(device) if cfg.prior == "static" else None
+    return FullSumCriterion(topology, Scales(cfg.posterior_scale, cfg.prior_scale, None, cfg.transition_scale),
+                            prior=cfg.prior, stop_grad=bool(cfg.stop_grad), static_prior=static)
+
+
 def train(cfg: RunConfig, seeds: Sequence[int], device="cpu", topology: Optional[Topology] = None,
           callback: Optional[Callable[[int, torch.nn.Module], None]] = None) -> Tuple[torch.nn.Module, List[float]]:
     """Trains one member per seed with Adam on fresh batches of the seed's data generator.
@@ -254,6 +266,8 @@ def train(cfg: RunConfig, seeds: Sequence[int], device="cpu", topology: Optional
     Member e sees only the data of ``SyntheticGenerator(cfg.data, seeds[e])``
     and its own loss (sum of the per-utterance NLLs over its batch, divided by
     the batch size); Adam is elementwise, so the members are independent runs.
+    The loop is fsalign's one training loop (:func:`fsalign.training.loop.train_steps`)
+    with the one criterion (:class:`~fsalign.training.criterion.FullSumCriterion`).
 
     Args:
       callback: called as ``callback(steps_done, model)`` after every step
@@ -267,30 +281,30 @@ def train(cfg: RunConfig, seeds: Sequence[int], device="cpu", topology: Optional
     topology = topology if topology is not None else make_topology(cfg)
     model = build_members(cfg, seeds, device)
     gens = [SyntheticGenerator(cfg.data, seed=s) for s in seeds]
-    static = static_log_prior(cfg).to(device) if cfg.prior == "static" else None
+    criterion = make_criterion(cfg, topology, device)
     bank = GraphBank(topology, cfg.data)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     tail: List[torch.Tensor] = []
-    model.train()
-    for step in range(cfg.steps):
-        feats, lengths, word_ids = stack_batches([g.batch(B) for g in gens], device)
+
+    def loss_of(batches: List[SyntheticBatch]) -> Dict[str, torch.Tensor]:
+        feats, lengths, word_ids = stack_batches(batches, device)
         graphs = bank.compile(word_ids, device)
         log_probs = output_log_probs(cfg, model(feats, lengths), lengths, training=True)
-        log_prior = member_log_prior(cfg, log_probs, lengths, static)
         T = log_probs.shape[2]
-        nll = full_sum_loss(
-            log_probs.reshape(E * B, T, C), lengths.reshape(-1), graphs, posterior_scale=cfg.posterior_scale,
-            prior_scale=cfg.prior_scale, log_prior=log_prior, transition_scale=cfg.transition_scale,
-        )
+        nll = criterion(log_probs.reshape(E * B, T, C), lengths.reshape(-1), graphs,
+                        log_prior=member_log_prior(cfg, criterion, log_probs, lengths))
         per_member = nll.view(E, B).sum(dim=1) / B
-        opt.zero_grad()
-        per_member.sum().backward()
-        opt.step()
+        return {"loss": per_member.sum(), "per_member": per_member.detach()}
+
+    def after(step: int, out: Dict[str, torch.Tensor], _) -> None:
         if step >= cfg.steps - max(cfg.steps // 10, 1):
-            tail.append(per_member.detach().double())
+            tail.append(out["per_member"].double())
         if callback is not None:
             callback(step + 1, model)
             model.train()
+
+    batches = ([g.batch(B) for g in gens] for _ in range(cfg.steps))
+    train_steps(model, opt, batches, loss_of, on_step=after)
     final = torch.stack(tail).mean(0).tolist() if tail else [math.nan] * E
     return model, final
 

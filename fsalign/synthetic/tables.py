@@ -72,7 +72,7 @@ def _paper(ler, fw_ce, blank, tse) -> Dict[str, PaperValue]:
 
 def _table10() -> List[TableRow]:
     base = dict(data=HIGH_FRAMERATE, topology="hmm", transition_scale=0.0, **FFNN_TRAIN)
-    avg = dict(prior="posterior_avg", **base)
+    avg = dict(prior="seq", **base)
     rows = [
         ("posterior avg., stop grad, β=0.5, α=0.5", dict(avg, stop_grad=True, prior_scale=0.5, posterior_scale=0.5),
          _paper((0.0, 0.0), (0.00, 0.00), (50, 0), (0.0, 0.0))),
@@ -113,7 +113,7 @@ _T1_SCALES = [(0.5, 0.2, 0.0), (0.5, 0.3, 0.2), (0.5, 0.0, 0.5), (0.5, 0.0, 0.0)
 
 
 def _scales_row(alpha: float, beta: float, gamma: float, paper) -> TableRow:
-    prior = dict(prior="posterior_avg", stop_grad=True) if beta > 0 else dict(prior="none")
+    prior = dict(prior="seq", stop_grad=True) if beta > 0 else dict(prior="none")
     cfg = RunConfig(data=NOISY, topology="hmm", hidden=20, posterior_scale=alpha, prior_scale=beta,
                     transition_scale=gamma, **prior, **BLSTM_TRAIN)
     return TableRow(f"α={alpha}, β={beta}, γ={gamma}", cfg, paper)
@@ -158,7 +158,7 @@ def _table13() -> List[TableRow]:
     ]
     out = []
     for reps, factor, ratio, beta, alpha, paper in rows:
-        prior = dict(prior="posterior_avg", stop_grad=True) if beta > 0 else dict(prior="none")
+        prior = dict(prior="seq", stop_grad=True) if beta > 0 else dict(prior="none")
         cfg = RunConfig(data=data(reps, factor), posterior_scale=alpha, prior_scale=beta, **prior, **base)
         out.append(TableRow(
             f"{reps} frames/label, r_sil={factor}, β={beta}, α={alpha}", cfg, paper,

@@ -4,16 +4,19 @@ import math
 import pytest
 import torch
 
+import fsalign
 from fsalign.results.alignment import TokenSpan, WordSpan
 from fsalign.results.metrics import (
     Average,
     average_token_duration,
     blank_posterior,
+    blank_ratio,
     collapse_ctc,
     error_rate,
     framewise_ce,
     silence_ratio,
     time_stamp_error,
+    uncovered,
     word_error_rate,
 )
 
@@ -88,13 +91,21 @@ def test_time_stamp_error_in_seconds():
     assert tse.centre == pytest.approx(abs(0.30 - 0.28))
 
 
-def test_silence_ratio_hand_checked():
-    seqs = [torch.tensor([0, 0, 1, 2]), [3, 0]]
-    assert silence_ratio(seqs, silence=0).value == pytest.approx(3 / 6)
-    padded = torch.tensor([[0, 0, 1, 2], [3, 0, 0, 0]])
-    assert silence_ratio(padded, silence=0, lengths=torch.tensor([4, 2])).value == pytest.approx(3 / 6)
-    with pytest.raises(ValueError, match="lengths"):
-        silence_ratio(padded)
+def test_silence_and_blank_ratio_hand_checked():
+    # utterance 1 (10 frames): words [1, 4) and [4, 9), tokens [1, 2) [3, 4) [4, 6) [7, 9) (CTC: blank frames inside)
+    # utterance 2 (4 frames): one word [0, 2) with one token [0, 2)
+    words = [[(1, 4), (4, 9)], [(0, 2)]]
+    tokens = [[(1, 2), (3, 4), (4, 6), (7, 9)], [(0, 2)]]
+    assert silence_ratio(words, [10, 4]).value == pytest.approx((2 + 2) / 14)  # frames 0, 9 and 2, 3
+    assert blank_ratio(tokens, [10, 4]).value == pytest.approx((4 + 2) / 14)  # frames 0, 2, 6, 9 and 2, 3
+    # overlapping and out-of-range spans are counted once, clipped to the duration
+    assert uncovered([(0.5, 2.0), (1.0, 1.5), (2.5, 9.0)], 3.0) == pytest.approx(0.5 + 0.5)
+    # the blank ratio of a Viterbi alignment is the share of its frames on blank
+    ali = fsalign.viterbi_align(torch.randn(1, 12, 4).log_softmax(-1), torch.tensor([12]),
+                                fsalign.CtcTopology(4).compile([[[1, 2], [3]]]))[0]
+    assert blank_ratio([ali.tokens], [12]).value == pytest.approx(float((ali.labels == 0).float().mean()))
+    with pytest.raises(ValueError, match="one duration per sequence"):
+        silence_ratio(words, [10])
 
 
 def test_average_token_duration_hand_checked():

@@ -90,13 +90,17 @@ def test_score_cut_alignment_covers_the_transcript(tiny, kind):
     assert [w for w, _, _ in words] == "I THINK I'M IN THE WRONG BUILDING".split()
     assert all(0 <= s < e <= cut.duration + 0.04 for _, s, e in words)
     assert all(a[2] <= b[1] for a, b in zip(words, words[1:]))  # in time order, no overlap
-    if kind == "posterior":  # encoder frames at 40 ms, rows: the model's C columns
-        assert scores.frame_shift_s == pytest.approx(0.04)
-        assert scores.matrix.shape == (scores.alignment.num_frames, loaded.tokenizer.num_labels)
-        assert torch.allclose(scores.matrix.exp().sum(1), torch.ones(scores.matrix.shape[0]), atol=1e-4)
-    else:  # G: one row per transcript position, input frames at 10 ms
-        assert scores.frame_shift_s == 0.01
-        assert scores.matrix.shape == (sum(len(w) for w in scores.transcript), features.shape[0])
+    matrix = scores.matrix.scores[0]
+    num_tokens = sum(len(w) for w in loaded.tokenizer.encode(cut_text(cut)))
+    if kind == "posterior":  # encoder frames at 40 ms, columns: the model's C outputs
+        assert scores.matrix.frame_step_s == pytest.approx(0.04)
+        assert scores.matrix.time_offset_s == pytest.approx(-0.015)
+        assert matrix.shape == (scores.alignment.num_frames, loaded.tokenizer.num_labels)
+        assert torch.allclose(matrix.exp().sum(1), torch.ones(matrix.shape[0]), atol=1e-4)
+    else:  # GradScore: blank + one column per transcript position, input frames at 10 ms
+        assert scores.matrix.frame_step_s == 0.01 and scores.matrix.time_offset_s == 0.0
+        assert matrix.shape == (features.shape[0], num_tokens + 1)
+        assert scores.matrix.position_tokens(0) == [t for w in loaded.tokenizer.encode(cut_text(cut)) for t in w]
     ref = [(w, s, e) for w, s, e in words]
     fig = plot_cut_alignment(features, scores, loaded.tokenizer.token_names, ref_words=ref)
     ax_feat, ax_scores = fig.axes[:2]

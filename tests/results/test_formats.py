@@ -23,7 +23,7 @@ from fsalign.results.formats import (
 )
 from fsalign.results.manifests import cut_with_alignment
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ALIGNMENTS = REPO / "data" / "alignments"
 
 
@@ -118,7 +118,7 @@ def test_cut_with_alignment_loads_back_with_lhotse(tmp_path):
     loaded = next(iter(CutSet.from_file(tmp_path / "cuts.jsonl.gz")))
     words = loaded.supervisions[0].alignment["word"]
     assert [(w.symbol, w.start, w.duration) for w in words] == [("HELLO", 2.62, 0.36), ("WORLD", 3.06, 0.44)]
-    assert [(w.symbol, w.start) for w in reference_words(loaded)] == [("HELLO", 0.12), ("WORLD", 0.56)]
+    assert [(w.label, w.start) for w in reference_words(loaded)] == [("HELLO", 0.12), ("WORLD", 0.56)]
     assert alignment_format(tmp_path / "cuts.jsonl.gz") == "cuts"
     back = read_utterances(tmp_path / "cuts.jsonl.gz")["c0"]
     assert back.duration == 1.2

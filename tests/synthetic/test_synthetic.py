@@ -282,21 +282,21 @@ def test_table_smoke_json_structure(tmp_path):
         cfg = row["config"]
         assert {"model", "topology", "prior", "stop_grad", "prior_scale", "posterior_scale",
                 "transition_scale"} <= set(cfg)
-        assert cfg["topology"] in ("hmm", "ctc") and cfg["prior"] in ("none", "static", "posterior_avg")
-        assert (cfg["stop_grad"] is None) == (cfg["prior"] != "posterior_avg")
+        assert cfg["topology"] in ("hmm", "ctc") and cfg["prior"] in ("none", "static", "seq", "batch")
+        assert (cfg["stop_grad"] is None) == (cfg["prior"] not in ("seq", "batch"))
         assert set(row["metrics"]) == {"ler", "fw_ce", "blank_posterior", "tse"}
         for mean, std in row["metrics"].values():
             assert math.isfinite(mean) and math.isfinite(std) and std == 0.0
     first = rows[0]["config"]
     assert (first["prior"], first["stop_grad"], first["prior_scale"], first["posterior_scale"]) == (
-        "posterior_avg", True, 0.5, 0.5)
+        "seq", True, 0.5, 0.5)
 
 
 def test_recipe_writes_json_and_markdown(tmp_path):
     import runpy
     from pathlib import Path
 
-    recipe = runpy.run_path(str(Path(__file__).resolve().parents[1] / "recipes" / "synthetic" / "run.py"))
+    recipe = runpy.run_path(str(Path(__file__).resolve().parents[2] / "recipes" / "synthetic" / "run.py"))
     out = tmp_path / "t13.json"
     rc = recipe["main"](["--table", "13", "--seeds", "1", "--workers", "1", "--steps", "2", "--eval-size", "8",
                          "--json", str(out), "--markdown", str(tmp_path / "t13.md")])

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import soundfile
 
-GENERATOR_DIR = Path(__file__).resolve().parents[1] / "data"
+GENERATOR_DIR = Path(__file__).resolve().parents[2] / "data"
 DATA = Path(os.environ.get("FSALIGN_CORPUS_DATA", GENERATOR_DIR))
 CORPUS = DATA / "LibriSpeech"
 ALIGNMENTS = DATA / "alignments"

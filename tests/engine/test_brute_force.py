@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import fsalign
 from examples.custom_topologies import minimal_ctc, three_state_hmm
-from tests.brute_force import brute_force, expand_ctc, expand_hmm
+from tests.engine.brute_force import brute_force, expand_ctc, expand_hmm
 
 NUM_TOKENS = 3  # token ids 1..3; column 0 is blank/silence
 

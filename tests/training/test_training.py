@@ -9,15 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-import fsalign.training.loop as training
+import fsalign.training as training
+import fsalign.training.loop as training_loop
 from fsalign.checkpoint import load_checkpoint
 from fsalign.corpus.cuts import make_dataloader
 from fsalign.corpus.prepare import main as prepare_main
+from fsalign.corpus.tokenizers import Tokenizer
 from fsalign.engine.viterbi import viterbi_align
+from fsalign.errors import FsalignError
 from fsalign.models.conformer import ConformerConfig, ConformerModel, ConvSubsampling
 from fsalign.scores.gradient import AedModel, CtcModel
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "data" / "LibriSpeech"
 ALIGNMENTS = REPO / "data" / "alignments" / "LibriSpeech"
 PICK = {"train-clean-5": 4, "dev-clean-2": 2}  # utterances per part, taken from the first chapter
@@ -261,17 +264,17 @@ def test_resume_after_kill_gives_same_weights_as_uninterrupted(data_dir, tmp_pat
     training.train(_args(data_dir, full, *extra))
 
     killed = tmp_path / "killed"
-    real_save = training.save_checkpoint
+    real_save = training_loop.save_checkpoint
 
     def save_then_die(state, path):
         real_save(state, path)
         if Path(path).name == "last.pt" and state["epoch"] == 1:
             raise KeyboardInterrupt("simulated kill after epoch 1")
 
-    monkeypatch.setattr(training, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(training_loop, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         training.train(_args(data_dir, killed, *extra))
-    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    monkeypatch.setattr(training_loop, "save_checkpoint", real_save)
     assert torch.load(killed / "last.pt")["stage"] == "prior-warmup"
     training.train(_args(data_dir, killed, *extra, "--resume"))
 
@@ -297,27 +300,27 @@ def test_hmm_defaults_and_warmup_must_leave_hmm_epochs(tmp_path):
     old = training.criterion_scales(_args(tmp_path, tmp_path, "--topology", "hmm", "--ctc-warmup-epochs", "4"))
     assert (old["warmup"], old["warmup_epochs"]) == ("ctc", 4)
     for flags in (("--ctc-warmup-epochs", "3"), ("--warmup-epochs", "3")):
-        with pytest.raises(ValueError, match="warmup-epochs"):
+        with pytest.raises(FsalignError, match="warmup-epochs"):
             training.criterion_scales(_args(tmp_path, tmp_path, "--topology", "hmm", "--epochs", "3", *flags))
-    with pytest.raises(ValueError, match="prior"):
+    with pytest.raises(FsalignError, match="prior"):
         training.criterion_scales(_args(tmp_path, tmp_path, "--prior-scale", "0.3"))
 
 
 def test_ctc_warmup_extends_while_dev_ler_is_high_up_to_two_thirds(tmp_path):
     args = _args(tmp_path, tmp_path, "--topology", "hmm", "--epochs", "9", "--warmup", "ctc", "--warmup-epochs", "3")
-    crit = training._Criterion(args, 5, training.criterion_scales(args), None)
+    crit = training.StagedCriterion(args, 5, training.criterion_scales(args), None)
     assert crit.warmup_end == 3 and crit.stage(2) == "ctc-warmup" and crit.stage(3) == "main"
     crit.maybe_extend_warmup(1, 0.9)  # not the last warm-up epoch: no change
     assert crit.warmup_end == 3
     for epoch in (2, 3, 4, 5, 6):
         crit.maybe_extend_warmup(epoch, 0.9)
     assert crit.warmup_end == 6  # capped at 2/3 of the epochs
-    crit = training._Criterion(args, 5, training.criterion_scales(args), None)
+    crit = training.StagedCriterion(args, 5, training.criterion_scales(args), None)
     crit.maybe_extend_warmup(2, 0.3)  # LER low enough: HMM from epoch 3
-    assert crit.warmup_end == 3 and crit.stage_setup(3)[0] is crit.topology
+    assert crit.warmup_end == 3 and crit.criterion(3).topology is crit.topology
     # the prior warm-up has a fixed length
     args = _args(tmp_path, tmp_path, "--topology", "hmm", "--epochs", "9")
-    crit = training._Criterion(args, 5, training.criterion_scales(args), None)
+    crit = training.StagedCriterion(args, 5, training.criterion_scales(args), None)
     crit.maybe_extend_warmup(2, 0.9)
     assert crit.warmup_end == 3 and crit.stage(2) == "prior-warmup" and crit.stage(3) == "main"
 
@@ -329,8 +332,8 @@ def test_prior_warmup_loss_is_the_hmm_with_a_stop_gradient_sequence_prior(data_d
     from fsalign.engine.fullsum import full_sum_loss
 
     args = _args(data_dir, tmp_path, "--topology", "hmm", "--unit", "phone", "--epochs", "6")
-    tokenizer = training.Tokenizer.load(data_dir / "lang_phone")
-    crit = training._Criterion(args, tokenizer.num_labels, training.criterion_scales(args), None)
+    tokenizer = Tokenizer.load(data_dir / "lang_phone")
+    crit = training.StagedCriterion(args, tokenizer.num_labels, training.criterion_scales(args), None)
     batch = next(iter(make_dataloader(data_dir / "cuts_dev-clean-2.jsonl.gz", tokenizer, 15, rank=0, world_size=1)))
     torch.manual_seed(0)
     model = ConformerModel(ConformerConfig.from_preset("tiny", tokenizer.num_labels, dropout=0.0, spec_augment=False))

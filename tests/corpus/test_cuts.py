@@ -23,7 +23,7 @@ from fsalign.corpus.prepare import (
 from fsalign.corpus.tokenizers import CharTokenizer, PhoneTokenizer, Tokenizer
 from fsalign.errors import FsalignError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PARTS = ("train-clean-5", "dev-clean-2")
 # utterance id -> (transcript, duration in seconds); durations not all on the 10 ms grid
 UTTERANCES = {
@@ -178,7 +178,7 @@ def test_reference_word_alignments_relative_to_cut(prepared):
         if cut_id != "19-198-0000":
             assert words is None
             continue
-        got = [(w.symbol, w.start, round(w.start + w.duration, 6)) for w in words]
+        got = [(w.label, w.start, round(w.end, 6)) for w in words]
         assert got == [a for a in ALIGNMENT if a[0]]
     cut = cuts["19-198-0000"].truncate(offset=0.3)
     assert [round(w.start, 6) for w in reference_words(cut)] == [round(s - 0.3, 6) for w, s, _ in ALIGNMENT if w]

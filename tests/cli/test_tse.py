@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from fsalign.cli.main import main
 from fsalign.results.formats import read_alignments
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ALIGNMENTS = REPO / "data" / "alignments"
 
 REF_CTM = """\
@@ -59,7 +59,7 @@ def test_tse_hand_computed_example(tmp_path):
     assert r["hyp"]["word_duration_ms"] == pytest.approx((200 + 400 + 500) / 3)
     assert r["ref"]["token_duration_ms"] is None and r["hyp"]["num_tokens"] == 0
     assert "TSE boundary: 56.7 ms, centre: 43.3 ms" in result.output
-    assert "silence ratio: REF 26.5 %, HYP 19.1 %" in result.output
+    assert "silence ratio (in no word): REF 26.5 %, HYP 19.1 %" in result.output
 
 
 def _pause_ratio(part: str) -> float:
@@ -151,8 +151,8 @@ def test_tse_bad_input_one_line_error(tmp_path):
     assert result.exit_code == 2 and "does not exist" in result.output
 
 
-def test_token_silence_ratio_counts_blank_frames_inside_words():
-    from fsalign.cli.evaluate import compare_alignments
+def test_blank_ratio_counts_blank_frames_inside_words():
+    from fsalign.results.compare import compare_alignments
     from fsalign.results.formats import TimedSpan, UtteranceTimes
 
     # a CTC-like hypothesis: the word spans [0.2, 0.6) but only two token frames emit a label
@@ -161,8 +161,8 @@ def test_token_silence_ratio_counts_blank_frames_inside_words():
     hyp = {"u": UtteranceTimes("u", 1.0, word, [TimedSpan("a", 0.2, 0.24), TimedSpan("b", 0.52, 0.6)])}
     c = compare_alignments(ref, hyp)
     assert c.ref.silence_ratio == pytest.approx(0.6) and c.hyp.silence_ratio == pytest.approx(0.6)
-    assert c.ref.token_silence_ratio == pytest.approx(0.6)
-    assert c.hyp.token_silence_ratio == pytest.approx(1.0 - 0.04 - 0.08)  # blank frames count as silence
+    assert c.ref.blank_ratio == pytest.approx(0.6)
+    assert c.hyp.blank_ratio == pytest.approx(1.0 - 0.04 - 0.08)  # blank frames count as silence
     # a side without token times has no token-level ratio
     words_only = {"u": UtteranceTimes("u", 1.0, word, [])}
-    assert compare_alignments(ref, words_only).hyp.token_silence_ratio is None
+    assert compare_alignments(ref, words_only).hyp.blank_ratio is None

@@ -1,0 +1,158 @@
+"""The score matrix: dense scores of a batch together with everything needed to sum or align them.
+
+Dimension symbols used in this module:
+  B: utterances in a batch
+  T: frames of the score matrix (encoder frames for posteriors, input frames for gradient scores)
+  C: score-matrix columns
+
+A :class:`ScoreMatrix` is to fsalign what a distribution object is to PyTorch-Struct: it
+bundles the potentials (the (B, T, C) scores the engine reads), the lengths, the training
+graphs (topology + transcripts) and the path-score scales, and offers the full sum
+(:meth:`~ScoreMatrix.total`, :meth:`~ScoreMatrix.loss`), the marginals (the soft
+alignment) and the best paths, together with the frame step and time offset that turn
+frames into seconds. Scorers build them (:class:`fsalign.scores.posterior.PosteriorScorer`,
+:class:`fsalign.scores.gradscore.GradientScorer`); nothing downstream asks which kind of
+score a matrix holds.
+"""
+import dataclasses
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+
+from fsalign.engine.fullsum import occupancies, total_scores
+from fsalign.engine.scales import Scales
+from fsalign.engine.topology import TrainingGraphs
+from fsalign.engine.viterbi import best_paths
+from fsalign.results.alignment import Alignment, frame_time_offset
+from fsalign.util import Seconds, valid_frame_mask
+
+__all__ = ["ScoreMatrix"]
+
+
+@dataclass
+class ScoreMatrix:
+    """Dense scores of a batch and what goes with them.
+
+    Attributes:
+      scores: Tensor of shape (B, T, C): the matrix the engine reads (columns = the
+        topology's labels). Posteriors: log-probabilities; gradient scores: GradScore(Ext).
+      lengths: Tensor of shape (B,), int64: valid frames of each utterance.
+      graphs: the B training graphs (topology + transcripts).
+      scales: α, β with the log prior, γ of the path score.
+      frame_step_s: seconds from one frame of ``scores`` to the next.
+      time_offset_s: where frame 0 starts on the audio (see
+        :func:`fsalign.results.alignment.frame_time_offset`).
+      tokens: per utterance, the token id of each transcript position when the graphs'
+        tokens are not token ids (gradient scores align transcript *positions*); None when
+        they are.
+      name: what the scores are, for plots and messages (e.g. "log posterior", "GradScoreExt").
+    """
+
+    scores: torch.Tensor
+    lengths: torch.Tensor
+    graphs: TrainingGraphs
+    scales: Scales = Scales()
+    frame_step_s: Seconds = 0.01
+    time_offset_s: Seconds = 0.0
+    tokens: Optional[List[List[int]]] = None
+    name: str = "scores"
+
+    @classmethod
+    def from_posteriors(cls, log_probs: torch.Tensor, lengths: torch.Tensor, graphs: TrainingGraphs,
+                        scales: Scales = Scales(), frame_shift_s: Seconds = 0.01,
+                        subsampling: int = 1) -> "ScoreMatrix":
+        """Posteriors at the encoder frame rate: step ``frame_shift_s * subsampling``, offset of
+        :func:`~fsalign.results.alignment.frame_time_offset` (the one place both are derived).
+
+        Args:
+          log_probs: Tensor of shape (B, T, C), normalised log-probabilities.
+          lengths: Tensor of shape (B,), encoder frames.
+          graphs: training graphs of the topology to score with.
+          scales: the path-score scales.
+          frame_shift_s: seconds per input feature frame.
+          subsampling: input frames per encoder frame.
+        """
+        return cls(log_probs, torch.as_tensor(lengths).long(), graphs, scales, frame_shift_s * subsampling,
+                   frame_time_offset(frame_shift_s, subsampling), None, "log posterior")
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    @property
+    def min_frames(self) -> torch.Tensor:
+        """Tensor of shape (B,): frames each transcript needs at least under the topology."""
+        return self.graphs.min_frames
+
+    @property
+    def blank(self) -> int:
+        """The blank/silence column (the topology's first non-token label)."""
+        return self.graphs.topology.non_token_labels[0]
+
+    def valid(self) -> torch.Tensor:
+        """Bool Tensor of shape (B, T): the valid frames."""
+        return valid_frame_mask(self.lengths.to(self.scores.device), self.scores.shape[1], batch_size=len(self))
+
+    def has_nan(self) -> torch.Tensor:
+        """Bool Tensor of shape (B,): the valid part of an utterance's scores holds a NaN."""
+        return (torch.isnan(self.scores) & self.valid()[:, :, None]).flatten(1).any(1)
+
+    def total(self) -> torch.Tensor:
+        """Log-partition (full sum, eq. 6 inside the log), Tensor of shape (B,), float64, differentiable;
+        ``-inf`` where an utterance is too short for its transcript."""
+        return total_scores(self.scores, self.lengths, self.graphs, self.scales)
+
+    def loss(self) -> torch.Tensor:
+        """Full-sum NLL (eq. 5, 6), Tensor of shape (B,), float64; ``+inf`` where infeasible."""
+        return -self.total()
+
+    def marginals(self) -> torch.Tensor:
+        """Soft alignment (eq. 9): Tensor of shape (B, T, C), the gradient of :meth:`total`."""
+        return occupancies(self.scores, self.lengths, self.graphs, self.scales)
+
+    def best_paths(self, on_infeasible: str = "skip") -> List[Optional[Alignment]]:
+        """Viterbi alignment of every utterance (None where too short, with ``on_infeasible="skip"``).
+
+        Token spans carry token ids (for gradient scores, the ids of :attr:`tokens`).
+        """
+        alignments = best_paths(self.scores, self.lengths, self.graphs, self.scales, on_infeasible)
+        if self.tokens is not None:
+            for b, ali in enumerate(alignments):
+                if ali is not None:
+                    ids = self.tokens[b]
+                    ali.tokens = [dataclasses.replace(t, token=int(ids[t.position])) for t in ali.tokens]
+        return alignments
+
+    def seconds(self, span) -> Tuple[Seconds, Seconds]:
+        """(start, end) of a :class:`~fsalign.results.alignment.TokenSpan` or ``WordSpan`` in seconds."""
+        return span.seconds(self.frame_step_s, offset_s=self.time_offset_s)
+
+    def word_times(self, alignment: Alignment) -> List[Tuple[Seconds, Seconds]]:
+        """(start, end) in seconds of every word of ``alignment``."""
+        return [self.seconds(w) for w in alignment.words]
+
+    def position_columns(self, b: int) -> List[int]:
+        """Columns of utterance ``b`` in transcript order: the blank, then one per token position.
+
+        For the built-in topologies a transcript position's column is its token id (posteriors)
+        or its position (gradient scores); used to draw the rows that matter.
+        """
+        return [self.blank] + [t for w in self.graphs.transcripts[b] for t in w]
+
+    def position_tokens(self, b: int) -> List[int]:
+        """Token ids of utterance ``b``'s transcript positions, in order."""
+        if self.tokens is not None:
+            return list(self.tokens[b])
+        return [t for w in self.graphs.transcripts[b] for t in w]
+
+    def select(self, indices: Sequence[int]) -> "ScoreMatrix":
+        """The utterances ``indices`` only (frames trimmed to the longest of them)."""
+        idx = torch.as_tensor(list(indices), dtype=torch.long)
+        lengths = self.lengths[idx]
+        longest = int(lengths.max()) if len(idx) else 0
+        scales = self.scales
+        if scales.log_prior is not None and scales.log_prior.dim() == 2:
+            scales = scales.replace(log_prior=scales.log_prior[idx.to(scales.log_prior.device)])
+        tokens = None if self.tokens is None else [self.tokens[i] for i in idx.tolist()]
+        return dataclasses.replace(self, scores=self.scores[idx.to(self.scores.device), :longest], lengths=lengths,
+                                   graphs=self.graphs[idx], scales=scales, tokens=tokens)

@@ -1,0 +1,146 @@
+"""The training recipe's command line: argument groups, their checks, and the criterion they define.
+
+:func:`add_arguments` adds the model, criterion, optimizer, data and run groups to a parser
+(icefall style: ``recipes/librispeech/train.py`` and ``fsalign align-corpus`` share them);
+:func:`check_arguments` validates every value before any data is read, with a one-line error
+naming the option, the value and the valid range; :func:`criterion_scales` resolves the
+per-topology defaults of the criterion and the warm-up.
+"""
+import argparse
+from typing import Any, Dict
+
+from fsalign.engine.builtin import TOPOLOGIES
+from fsalign.models.conformer import PRESETS
+from fsalign.scores.priors import PRIOR_MODES
+from fsalign.util import check_option, is_finite_number
+
+__all__ = ["PRIOR_MODES", "WARMUPS", "add_arguments", "check_arguments", "criterion_scales", "topology_params"]
+
+WARMUPS = ("prior", "ctc", "none")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the model, criterion, optimizer, data and run argument groups (icefall style)."""
+    g = parser.add_argument_group("model")
+    g.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
+                   help="encoder size (default: tiny, the CPU recipe; the paper's encoder is large)")
+    g.add_argument("--subsampling", type=int, choices=(4, 6), default=4)
+    g.add_argument("--dropout", type=float, default=0.1)
+    g.add_argument("--blank-sep", action="store_true", help="blank-separated output head (eq. 15-17)")
+    g.add_argument("--aed-layers", type=int, default=0, help="auxiliary AED decoder layers (0: none)")
+    g.add_argument("--spec-augment", action=argparse.BooleanOptionalAction, default=False,
+                   help="SpecAugment (default: off, for the shipped 20-minute corpus; on for real corpora)")
+    g = parser.add_argument_group("criterion")
+    g.add_argument("--topology", choices=TOPOLOGIES, default="ctc")
+    g.add_argument("--posterior-scale", type=float, default=None, help="alpha (default: hmm 0.7, else 1.0)")
+    g.add_argument("--prior-scale", type=float, default=0.0, help="beta")
+    g.add_argument("--prior", choices=PRIOR_MODES, default="none", help="prior used with beta")
+    g.add_argument("--prior-grad", action="store_true", help="let gradients flow through seq/batch priors")
+    g.add_argument("--transition-scale", type=float, default=None, help="gamma (default: hmm 0.3, else 1.0)")
+    g.add_argument("--label-loop", type=float, default=None, help="token self-loop prob. (hmm default 0.5)")
+    g.add_argument("--silence-loop", type=float, default=None, help="silence/blank loop prob. (hmm default 0.96)")
+    g.add_argument("--normed-grad", action="store_true", help="normalized gradient (eq. 11)")
+    g.add_argument("--aed-scale", type=float, default=0.3, help="weight of the auxiliary AED loss")
+    g.add_argument("--warmup", choices=WARMUPS, default="prior",
+                   help="hmm only: the warm-up stage: prior (default): the HMM with a sequence prior and "
+                        "the --warmup-*-scale scales; ctc: plain CTC; none")
+    g.add_argument("--warmup-epochs", type=int, default=None,
+                   help="hmm only: warm-up epochs (default: (epochs + 1) // 3; ctc: at least, see --warmup-max-ler)")
+    g.add_argument("--warmup-posterior-scale", type=float, default=0.5, help="alpha of the prior warm-up")
+    g.add_argument("--warmup-transition-scale", type=float, default=0.2, help="gamma of the prior warm-up")
+    g.add_argument("--warmup-prior-scale", type=float, default=0.3,
+                   help="beta of the prior warm-up (sequence prior, stop-gradient)")
+    g.add_argument("--ctc-warmup-epochs", type=int, default=None,
+                   help="hmm only: same as --warmup ctc --warmup-epochs N")
+    g.add_argument("--warmup-max-ler", type=float, default=0.5,
+                   help="hmm, --warmup ctc: extend the CTC warm-up, one epoch at a time up to 2/3 of --epochs, "
+                        "while the dev greedy LER is above this")
+    g = parser.add_argument_group("optimizer")
+    g.add_argument("--epochs", type=int, default=30)
+    g.add_argument("--peak-lr", type=float, default=3e-3, help="one-cycle peak (default: 3e-3)")
+    g.add_argument("--final-lr", type=float, default=1e-6)
+    g.add_argument("--weight-decay", type=float, default=1e-2)
+    g.add_argument("--grad-clip", type=float, default=5.0)
+    g = parser.add_argument_group("data")
+    g.add_argument("--max-duration", type=float, default=30.0, help="seconds of audio per batch (per rank)")
+    g.add_argument("--num-workers", type=int, default=0)
+    g = parser.add_argument_group("run")
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--resume", action="store_true", help="continue from EXP/last.pt")
+    g.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK if available, else cpu")
+    g.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+
+
+def topology_params(args: argparse.Namespace) -> Dict[str, Any]:
+    """Keyword arguments of the topology class from ``--label-loop``/``--silence-loop``."""
+    if args.topology == "hmm":
+        return {"label_loop": 0.5 if args.label_loop is None else args.label_loop,
+                "silence_loop": 0.96 if args.silence_loop is None else args.silence_loop}
+    return {"label_loop": args.label_loop, "blank_loop": args.silence_loop}
+
+
+def criterion_scales(args: argparse.Namespace) -> Dict[str, Any]:
+    """α, β, γ, prior mode and the warm-up stage with the per-topology defaults filled in."""
+    hmm = args.topology == "hmm"
+    check_option("--prior-scale", args.prior_scale, not (args.prior_scale and args.prior == "none"),
+                 "0 with --prior none (choose a --prior mode)")
+    warmup, epochs = args.warmup, args.warmup_epochs
+    if args.ctc_warmup_epochs is not None:  # the older spelling of --warmup ctc --warmup-epochs N
+        warmup, epochs = "ctc", args.ctc_warmup_epochs
+    if not hmm or warmup == "none":
+        warmup, epochs = "none", 0
+    elif epochs is None:
+        epochs = (args.epochs + 1) // 3
+    check_option("--warmup-epochs", epochs, not hmm or 0 <= epochs < args.epochs,
+                 f"in [0, --epochs={args.epochs}) so that the HMM trains")
+    if epochs == 0:
+        warmup = "none"
+    return {
+        "posterior_scale": (0.7 if hmm else 1.0) if args.posterior_scale is None else args.posterior_scale,
+        "transition_scale": (0.3 if hmm else 1.0) if args.transition_scale is None else args.transition_scale,
+        "prior_scale": args.prior_scale, "prior": args.prior, "prior_grad": args.prior_grad,
+        "warmup": warmup, "warmup_epochs": epochs,
+        "warmup_scales": {"posterior_scale": args.warmup_posterior_scale,
+                          "transition_scale": args.warmup_transition_scale, "prior_scale": args.warmup_prior_scale},
+        "max_warmup_epochs": max(epochs, min(2 * args.epochs // 3, args.epochs - 1)) if warmup == "ctc" else epochs,
+        "warmup_max_ler": args.warmup_max_ler,
+    }  # fmt: skip
+
+
+def _probability(value) -> bool:
+    return value is None or (is_finite_number(value) and 0.0 < value < 1.0)
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Checks every training option of :func:`add_arguments` before any work starts.
+
+    Raises:
+      FsalignError: naming the first option whose value is outside its range.
+    """
+    def positive_int(name: str, value) -> None:
+        check_option(name, value, isinstance(value, int) and value >= 1, "an integer >= 1")
+
+    positive_int("--epochs", args.epochs)
+    for name in ("peak_lr", "final_lr", "max_duration"):
+        value = getattr(args, name)
+        check_option("--" + name.replace("_", "-"), value, is_finite_number(value) and value > 0, "a number > 0")
+    for name in ("weight_decay", "grad_clip", "aed_scale", "dropout", "prior_scale", "warmup_posterior_scale",
+                 "warmup_transition_scale", "warmup_prior_scale"):
+        value = getattr(args, name)
+        check_option("--" + name.replace("_", "-"), value, is_finite_number(value) and value >= 0, "a number >= 0")
+    check_option("--dropout", args.dropout, args.dropout < 1, "in [0, 1)")
+    for name in ("posterior_scale", "transition_scale"):
+        value = getattr(args, name)
+        check_option("--" + name.replace("_", "-"), value, value is None or (is_finite_number(value) and value >= 0),
+                     "a number >= 0")
+    for name in ("label_loop", "silence_loop"):
+        check_option("--" + name.replace("_", "-"), getattr(args, name), _probability(getattr(args, name)),
+                     "a probability in (0, 1)")
+    check_option("--aed-layers", args.aed_layers, isinstance(args.aed_layers, int) and args.aed_layers >= 0,
+                 "an integer >= 0")
+    check_option("--num-workers", args.num_workers, args.num_workers >= 0, "an integer >= 0")
+    check_option("--warmup-max-ler", args.warmup_max_ler,
+                 is_finite_number(args.warmup_max_ler) and args.warmup_max_ler >= 0, "a number >= 0")
+    check_option("--prior-scale", args.prior_scale, not (args.prior_scale and args.prior == "none"),
+                 "0 with --prior none (choose a --prior mode)")
+    criterion_scales(args)  # the warm-up epochs against --epochs
