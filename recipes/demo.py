@@ -13,7 +13,7 @@
 Everything goes to ``--out`` (default ``exp/demo``); every step that finished is kept, so an
 interrupted demo continues where it stopped when run again.
 
-Usage: python -m recipes.demo [--out exp/demo] [--epochs 20] [--skip-synthetic] [--skip-corpus]
+Usage: python recipes/demo.py [--out exp/demo] [--epochs 20] [--skip-synthetic] [--skip-corpus]
 """
 import argparse
 import json

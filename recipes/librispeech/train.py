@@ -12,7 +12,7 @@ import argparse
 import json
 import logging
 
-from fsalign.training.loop import add_arguments, train
+from fsalign.training import add_arguments, train
 
 
 def get_parser() -> argparse.ArgumentParser:
