@@ -41,9 +41,11 @@ def save_checkpoint(state: Mapping[str, Any], path: Pathlike) -> Path:
 
 
 def read_checkpoint(path: Pathlike) -> Dict[str, Any]:
-    """The raw checkpoint dict, on CPU. It holds RNG states and plain Python objects, so it is
-    read with ``weights_only=False`` where torch has that switch (torch >= 2.6 defaults to True):
-    load only checkpoints you trust."""
+    """The raw checkpoint dict, on CPU.
+
+    It holds RNG states and plain Python objects, so it is read with ``weights_only=False`` where
+    torch has that switch (torch >= 2.6 defaults to True): load only checkpoints you trust.
+    """
     if "weights_only" in inspect.signature(torch.load).parameters:
         return torch.load(path, map_location="cpu", weights_only=False)
     return torch.load(path, map_location="cpu")
@@ -99,16 +101,27 @@ def load_checkpoint(path: Pathlike, device: Union[str, torch.device] = "cpu") ->
     path = Path(path)
     if not path.is_file():
         raise FsalignError(f"checkpoint {path} does not exist")
-    state = read_checkpoint(path)
+    try:
+        state = read_checkpoint(path)
+    except Exception as e:  # torch raises many kinds on a file that is not one of its own
+        raise FsalignError(f"{path} is not an fsalign training checkpoint: torch cannot read it "
+                           f"({type(e).__name__}: {e}); it may be truncated") from None
+    if not isinstance(state, dict):
+        raise FsalignError(f"{path} is not an fsalign training checkpoint: it holds a {type(state).__name__}")
     missing = [k for k in ("model_config", "model", "tokenizer", "topology") if k not in state]
     if missing:
         raise FsalignError(f"{path} is not an fsalign training checkpoint: missing {missing}")
-    model = ConformerModel(ConformerConfig.from_dict(state["model_config"]))
-    model.load_state_dict(state["model"])
+    try:
+        model = ConformerModel(ConformerConfig.from_dict(state["model_config"]))
+        model.load_state_dict(state["model"])
+        tokenizer = Tokenizer.from_dict(state["tokenizer"])
+        topo = state["topology"]
+        topology = make_topology(topo["kind"], tokenizer.num_labels, **topo.get("params", {}))
+    except FsalignError:
+        raise
+    except Exception as e:
+        raise FsalignError(f"{path} is not a usable fsalign training checkpoint ({type(e).__name__}: {e})") from None
     model.to(device).eval()
-    tokenizer = Tokenizer.from_dict(state["tokenizer"])
-    topo = state["topology"]
-    topology = make_topology(topo["kind"], tokenizer.num_labels, **topo.get("params", {}))
     skip = {"model", "optimizer", "scheduler", "rng", "running_prior"}
     metadata = {k: v for k, v in state.items() if k not in skip}
     prior: Optional[torch.Tensor] = metadata.get("corpus_prior")

@@ -16,11 +16,13 @@ Dimension symbols:
   T: frames (the padded length)
 """
 import math
+import numbers
 import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator, Optional, Union
 
+import numpy as np
 import torch
 
 from fsalign.errors import FsalignError
@@ -31,7 +33,10 @@ __all__ = [
     "valid_frame_mask",
     "check_blank",
     "check_option",
+    "single_thread",
+    "use_fast_mkl_on_amd",
     "is_finite_number",
+    "is_positive_int",
     "atomic_path",
     "atomic_open",
     "temporary_name",
@@ -81,8 +86,13 @@ def check_blank(blank: int, num_labels: int) -> int:
 
 
 def is_finite_number(value) -> bool:
-    """True for an int or float (not a bool) that is neither NaN nor infinite."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """True for a real number (int, float, NumPy scalar; not a bool) that is neither NaN nor infinite."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
+
+
+def is_positive_int(value) -> bool:
+    """True for an integer (int, NumPy integer; not a bool) >= 1."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)) and value >= 1
 
 
 def check_option(name: str, value, ok: bool, expected: str) -> None:
@@ -124,3 +134,40 @@ def atomic_open(path: Pathlike, mode: str = "wb", **kwargs) -> Iterator[IO]:
         yield f
         f.flush()
         os.fsync(f.fileno())
+
+
+def use_fast_mkl_on_amd() -> bool:
+    """Lets MKL use its AVX2 kernels on AMD CPUs (``MKL_DEBUG_CPU_TYPE=5``), unless set already.
+
+    PyTorch 1.13's wheels bundle MKL 2020.0, which runs a generic code path on
+    AMD processors: small GEMMs (the BLSTM's) are 2-3x slower there. The
+    variable only takes effect before MKL's first call in the process and is
+    inherited by worker processes started afterwards; call this first thing in
+    a script. Returns whether it set the variable.
+    """
+    if "MKL_DEBUG_CPU_TYPE" in os.environ:
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            amd = "AuthenticAMD" in f.read(4096)
+    except OSError:
+        return False
+    if amd:
+        os.environ["MKL_DEBUG_CPU_TYPE"] = "5"
+    return amd
+
+
+@contextmanager
+def single_thread():
+    """Runs the block with one intra-op CPU thread (restored afterwards).
+
+    The synthetic models are tiny: extra threads only add synchronisation
+    (on a busy machine PyTorch's threaded ``bmm`` takes milliseconds for 4x6
+    matrices); seeds run in parallel processes instead.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -118,12 +118,13 @@ def demo_corpus(out: Path, epochs: int) -> None:
             _run([py, "-m", "fsalign.cli.main", "align", "--checkpoint", str(ckpt), "--cuts", str(dev_cuts),
                   "--output", str(ali_dir / f"textgrid_{model}"), *flags, "--no-progress"])
         tse_json = ctm.with_suffix(".tse.json")
-        _run([py, "-m", "fsalign.cli.main", "tse", "--ref", str(REFERENCE), "--hyp", str(ctm), "--json", str(tse_json)])
+        _run([py, "-m", "fsalign.cli.main", "tse", "--ref", str(REFERENCE), "--hyp", str(ctm),
+              "--json", str(tse_json)])
         rows.append((label, json.loads(tse_json.read_text()), seconds))
     first_cut = _first_cut_id(dev_cuts)
     for model, scores in (("hmm_phone", "posterior"), ("ctc_char", "posterior"), ("ctc_char", "grad")):
-        _run([py, "-m", "fsalign.cli.main", "plot", "--checkpoint", str(exp / model / "best.pt"), "--cuts", str(dev_cuts),
-              "--cut-id", first_cut, "--scores", scores, "--ref", str(REFERENCE),
+        _run([py, "-m", "fsalign.cli.main", "plot", "--checkpoint", str(exp / model / "best.pt"),
+              "--cuts", str(dev_cuts), "--cut-id", first_cut, "--scores", scores, "--ref", str(REFERENCE),
               "--output", str(out / "plots" / f"{model}_{scores}.png")])
     print_table(rows, exp)
     print(f"corpus part finished in {time.time() - t0:.0f} s")
@@ -137,7 +138,8 @@ def _first_cut_id(path: Path) -> str:
 
 def print_table(rows, exp: Path) -> None:
     print(f"\n== alignment quality on {DEV_PART} against the reference word times (fsalign tse)")
-    header = f"{'method':<42} {'TSE bound. ms':>13} {'TSE centre ms':>13} {'sil. ratio':>10} {'words':>6} {'align s':>8}"
+    header = (f"{'method':<42} {'TSE bound. ms':>13} {'TSE centre ms':>13} {'sil. ratio':>10} {'words':>6} "
+              f"{'align s':>8}")
     print(header)
     print("-" * len(header))
     ref_sil = None

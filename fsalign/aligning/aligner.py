@@ -21,7 +21,6 @@ Dimension symbols:
   F: feature dimension.
 """
 import logging
-from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple, Union
 
 import torch
@@ -29,6 +28,7 @@ from lhotse import CutSet
 from lhotse.cut import Cut
 
 from fsalign.aligning.batches import plan_batches, shard_windows
+from fsalign.aligning.journal import AlignResult
 from fsalign.checkpoint import LoadedCheckpoint
 from fsalign.corpus.cuts import Batch, CutDataset, failure_reason
 from fsalign.corpus.tokenizers import Tokenizer
@@ -47,23 +47,6 @@ __all__ = ["SCORES", "AlignResult", "Aligner", "make_scorer", "align_cuts"]
 logger = logging.getLogger(__name__)
 
 SCORES = ("posterior", *VARIANTS)
-
-
-@dataclass
-class AlignResult:
-    """The outcome for one cut.
-
-    Attributes:
-      cut_id: the cut.
-      duration: its duration in seconds.
-      times: word and token times, or None if it failed.
-      error: why it failed ("<kind>: <detail>"), or None.
-    """
-
-    cut_id: str
-    duration: Seconds
-    times: Optional[UtteranceTimes] = None
-    error: Optional[str] = None
 
 
 def make_scorer(checkpoint: LoadedCheckpoint, scores: str = "posterior", topology: Optional[str] = None,

@@ -33,8 +33,11 @@ def parse_shard(spec: str) -> Tuple[int, int]:
 
 
 def shard_range(num_cuts: int, window: int, shard: Tuple[int, int]) -> Tuple[int, int]:
-    """Cut indices ``[lo, hi)`` of shard ``(i, n)``: windows ``[i K / n, (i+1) K / n)`` of the
-    ``K = ceil(num_cuts / window)`` windows (integer division)."""
+    """Cut indices ``[lo, hi)`` of shard ``(i, n)``.
+
+    The shard gets windows ``[i K / n, (i+1) K / n)`` of the ``K = ceil(num_cuts / window)`` windows
+    (integer division).
+    """
     i, n = shard
     windows = -(-num_cuts // window)
     return min(num_cuts, i * windows // n * window), min(num_cuts, (i + 1) * windows // n * window)
@@ -75,9 +78,12 @@ def shard_windows(cuts: Iterable[Cut], window: int, shard: Tuple[int, int] = (0,
 
 
 def plan_batches(windows: Iterable[CutSet], max_duration: Seconds) -> Iterator[CutSet]:
-    """Batches of every window: its cuts sorted by decreasing duration (ties by id), cut by
-    lhotse's ``SimpleCutSampler`` into batches of at most ``max_duration`` seconds (a longer
-    cut is a batch of its own); ``max_duration=0``: every cut its own batch."""
+    """Batches of every window, longest cuts first.
+
+    Each window's cuts are sorted by decreasing duration (ties by id), then cut by lhotse's
+    ``SimpleCutSampler`` into batches of at most ``max_duration`` seconds (a longer cut is a batch
+    of its own); ``max_duration=0``: every cut its own batch.
+    """
     if not max_duration >= 0:
         raise FsalignError(f"batch duration must be >= 0 seconds, got {max_duration}")
     for cuts in windows:

@@ -17,15 +17,35 @@ lhotse, tqdm and the aligner are imported on first use, so ``fsalign align --hel
 """
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from fsalign.errors import FsalignError
+from fsalign.results.times import TimedSpan, UtteranceTimes
 from fsalign.util import Seconds
 
-__all__ = ["Journal", "journal_header"]
+__all__ = ["AlignResult", "Journal", "journal_header"]
 
 _JOURNAL_VERSION = 1
+
+
+@dataclass
+class AlignResult:
+    """The outcome for one cut: what the journal records.
+
+    Attributes:
+      cut_id: the cut.
+      duration: its duration in seconds.
+      times: word and token times, or None if it failed.
+      error: why it failed ("<kind>: <detail>"), or None.
+    """
+
+    cut_id: str
+    duration: Seconds
+    times: Optional[UtteranceTimes] = None
+    error: Optional[str] = None
+
 
 
 def _file_id(path: Path) -> dict:
@@ -35,8 +55,11 @@ def _file_id(path: Path) -> dict:
 
 def journal_header(checkpoint: Path, cuts: Path, shard: Tuple[int, int], window: int, batch_duration: Seconds,
                    settings: dict) -> dict:
-    """The settings a journal records: which checkpoint and cuts (path, size, mtime), the
-    shard and batching, and ``settings`` (:meth:`fsalign.aligning.aligner.Aligner.settings`)."""
+    """The settings a journal records.
+
+    Which checkpoint and cuts (path, size, mtime), the shard and batching, and ``settings``
+    (:meth:`fsalign.aligning.aligner.Aligner.settings`).
+    """
     return {"checkpoint": _file_id(checkpoint), "cuts": _file_id(cuts), "shard": list(shard), "window": window,
             "batch_duration": batch_duration, **settings}
 
@@ -55,11 +78,11 @@ class Journal:
         self.offsets: Dict[str, int] = {}  # cut id -> byte offset of its line
         self.outcomes: Dict[str, Tuple[Seconds, Optional[str]]] = {}  # cut id -> (duration, error or None)
         header = json.loads(json.dumps({"fsalign_align_journal": _JOURNAL_VERSION, **header}))
-        if restart and path.exists():
-            path.unlink()
         path.parent.mkdir(parents=True, exist_ok=True)
         self.file = open(path, "a+b")
-        self._lock()
+        self._lock()  # before discarding anything: a journal in use is never touched
+        if restart:
+            self.file.truncate(0)
         self.file.seek(0)
         end, found = 0, None
         for line in self.file:
@@ -110,7 +133,7 @@ class Journal:
         return offsets
 
     def append(self, results) -> None:
-        """Records :class:`~fsalign.aligning.aligner.AlignResult` s (one JSON line each), durably."""
+        """Records :class:`AlignResult` s (one JSON line each), durably."""
         entries = []
         for r in results:
             entry = {"id": r.cut_id, "duration": r.duration}
@@ -124,10 +147,7 @@ class Journal:
             self._record(entry, offset)
 
     def get(self, cut_id: str):
-        """The recorded :class:`~fsalign.aligning.aligner.AlignResult` of ``cut_id``."""
-        from fsalign.aligning.aligner import AlignResult
-        from fsalign.results.formats import TimedSpan, UtteranceTimes
-
+        """The recorded :class:`AlignResult` of ``cut_id``."""
         self.file.seek(self.offsets[cut_id])
         entry = json.loads(self.file.readline())
         if "error" in entry:
@@ -137,4 +157,5 @@ class Journal:
         return AlignResult(cut_id, entry["duration"], UtteranceTimes(cut_id, entry["duration"], words, tokens))
 
     def close(self) -> None:
+        """Close the journal file."""
         self.file.close()

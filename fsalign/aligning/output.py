@@ -53,8 +53,10 @@ def failed_path(output: Pathlike) -> Path:
 
 
 def check_cut_ids(kind: str, ids: Iterable[str]) -> None:
-    """Raises FsalignError if a cut id cannot name a file of output ``kind`` (TextGrid: a path
-    separator, or a leading dot)."""
+    """Raises FsalignError if a cut id cannot name a file of output ``kind``.
+
+    For TextGrid: a cut id with a path separator, or a leading dot.
+    """
     if kind == "textgrid":
         unusable = next((x for x in ids if "/" in x or "\\" in x or x.startswith(".")), None)
         if unusable is not None:
@@ -67,8 +69,10 @@ def _gzip_writer(raw):
 
 
 def write_failed(path: Path, rows: List[List[str]]) -> None:
-    """Writes ``OUT.failed.tsv`` (header ``cut_id<TAB>reason``, whitespace in reasons collapsed),
-    atomically; with no rows, removes a stale one instead."""
+    """Writes ``OUT.failed.tsv`` atomically; with no rows, removes a stale one instead.
+
+    The file has the header ``cut_id<TAB>reason``; whitespace in reasons is collapsed.
+    """
     if not rows:
         if path.exists():
             path.unlink()  # a stale list from an earlier run would mislead

@@ -88,8 +88,11 @@ def _frames_axis(ax, frame_shift_s: Optional[float], what: str = "frame") -> flo
 
 
 def _show_log_scores(ax, image, x0: float, step: float, label: str) -> None:
-    """``image`` (rows, frames) of log scores, frame ``t`` at ``[x0 + t step, x0 + (t+1) step)``,
-    the colour scale from the smallest finite value; a colour bar named ``label``."""
+    """Shows ``image`` (rows, frames) of log scores on ``ax``, with a colour bar named ``label``.
+
+    Frame ``t`` is drawn at ``[x0 + t step, x0 + (t+1) step)``; the colour scale starts from the
+    smallest finite value.
+    """
     finite = image[image > float("-inf")]
     shown = ax.imshow(image, aspect="auto", origin="lower", interpolation="nearest", cmap="viridis",
                       vmin=float(finite.min()) if finite.size else None,
@@ -140,7 +143,6 @@ def plot_posteriors(
     Returns:
       The matplotlib Axes.
     """
-
     if not isinstance(log_probs, torch.Tensor) or log_probs.dim() != 2:
         raise ValueError(f"log_probs must be the (T, C) matrix of one utterance, got shape "
                          f"{tuple(getattr(log_probs, 'shape', ()))}")
@@ -156,8 +158,10 @@ def plot_posteriors(
 
 def _draw_rows(image, alignment: Optional[Alignment], blank: int, row_names: Optional[Sequence[str]],
                frame_shift_s: Optional[float], time_offset_s: float, label: str, ax, title: Optional[str]):
-    """Draws ``image`` (blank row, then one row per transcript position; frames on x) with the
-    alignment's token spans (red) and blank/silence frames (orange) outlined."""
+    """Draws ``image`` (blank row, then one row per transcript position; frames on x).
+
+    The alignment's token spans (red) and blank/silence frames (orange) are outlined.
+    """
     import matplotlib.pyplot as plt
 
     rows, num_frames = image.shape
@@ -253,7 +257,8 @@ def draw_word_boundaries(ax, words: WordTimes, color: str = "white", linestyle: 
     Args:
       ax: a matplotlib Axes.
       words: (word, start, end) triples.
-      color, linestyle: of the lines (and the labels).
+      color: colour of the lines (and the labels).
+      linestyle: matplotlib line style of the lines.
       labels: write each word at its centre, at height ``label_y`` in axes coordinates.
       label_y: 1.01 puts the words just above the axes, -0.02 just below them.
     """

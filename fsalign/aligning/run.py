@@ -97,7 +97,8 @@ def align_to_output(aligner, cuts, cut_ids: List[str], journal: Journal, output:
       cuts: the manifest, as from :func:`read_cut_ids`.
       cut_ids: all its cut ids, in order (:func:`read_cut_ids`).
       journal: the open journal of ``output`` (:class:`Journal` at :func:`fsalign.aligning.output.journal_path`).
-      output: the final path; ``kind`` its :func:`fsalign.aligning.output.output_kind`.
+      output: the final path.
+      kind: the output kind of ``output`` (:func:`fsalign.aligning.output.output_kind`).
       level: CTM level, "word" or "token".
       batch_duration: seconds of audio per batch (0: one cut per batch).
       window: cuts sorted and batched together; a shard is a whole number of windows.

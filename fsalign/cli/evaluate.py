@@ -33,7 +33,8 @@ def _summary(c: AlignmentComparison) -> str:
         f"only in REF: {len(c.only_in_ref)}, only in HYP: {len(c.only_in_hyp)}",
         f"words compared: {c.num_words}",
         f"TSE boundary: {_fmt(c.tse_boundary_ms)}, centre: {_fmt(c.tse_centre_ms)}",
-        f"silence ratio (in no word): REF {_fmt(c.ref.silence_ratio, ' %', 100)}, HYP {_fmt(c.hyp.silence_ratio, ' %', 100)}",
+        f"silence ratio (in no word): REF {_fmt(c.ref.silence_ratio, ' %', 100)}, "
+        f"HYP {_fmt(c.hyp.silence_ratio, ' %', 100)}",
         f"blank ratio (in no token): REF {_fmt(c.ref.blank_ratio, ' %', 100)}, "
         f"HYP {_fmt(c.hyp.blank_ratio, ' %', 100)}",
         f"word duration: REF {_fmt(c.ref.word_duration_ms)}, HYP {_fmt(c.hyp.word_duration_ms)}",

@@ -1,12 +1,12 @@
-"""``fsalign synth``: train and evaluate one synthetic configuration (section 6.1) over seeds.
+r"""``fsalign synth``: train and evaluate one synthetic configuration (section 6.1) over seeds.
 
 A thin click command: parse the flags into a :class:`RunConfig`, run
 :func:`fsalign.synthetic.tables.run_jobs`, print mean ± std per metric and
 optionally write the same JSON structure as ``recipes/synthetic/run.py``
 (one row). Example::
 
-    fsalign synth --model blstm --topology hmm --noise 0.5 --num-words 1 3 --repetitions 2 2 \\
-        --silence-factor 0.3 0.3 --posterior-scale 0.5 --prior seq --prior-scale 0.3 \\
+    fsalign synth --model blstm --topology hmm --noise 0.5 --num-words 1 3 --repetitions 2 2 \
+        --silence-factor 0.3 0.3 --posterior-scale 0.5 --prior seq --prior-scale 0.3 \
         --transition-scale 0.2 --batch-size 100 --steps 250 --seeds 10 --json out.json
 """
 import json
@@ -66,8 +66,9 @@ def synth(model, hidden, layers, init, topology, alpha, beta, gamma, prior, stop
     """Train one synthetic configuration over seeds and print LER, Fw. CE, E p(ε|x), TSE."""
     from fsalign.errors import FsalignError
     from fsalign.synthetic.data import SyntheticConfig
-    from fsalign.synthetic.runner import METRICS, RunConfig, use_fast_mkl_on_amd
+    from fsalign.synthetic.runner import METRICS, RunConfig
     from fsalign.synthetic.tables import config_json, run_jobs, summarize
+    from fsalign.util import use_fast_mkl_on_amd
 
     use_fast_mkl_on_amd()
     try:

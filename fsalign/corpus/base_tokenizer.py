@@ -35,12 +35,14 @@ def normalize_words(text: str) -> List[str]:
 
 
 def check_oov_policy(oov: str) -> str:
+    """Return ``oov`` if it is one of :data:`OOV_POLICIES`; raises ValueError otherwise."""
     if oov not in OOV_POLICIES:
         raise ValueError(f"oov must be one of {OOV_POLICIES}, got {oov!r}")
     return oov
 
 
 def format_oov(items: Sequence[str], what: str) -> str:
+    """Describe ``items`` as ``"<count> <what>: <items>"``, naming at most the first 20 of them."""
     shown = ", ".join(repr(w) for w in items[:_MAX_LISTED])
     more = f" (and {len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
     return f"{len(items)} {what}: {shown}{more}"

@@ -29,8 +29,8 @@ from fsalign.results.manifests import ALIGNMENT_KINDS, cut_spans
 from fsalign.results.times import TimedSpan
 from fsalign.util import Pathlike, Seconds
 
-__all__ = ["Batch", "CutDataset", "SimpleSampler", "BucketingSampler", "FAILURE_KINDS", "failure_reason", "make_dataloader", "default_extractor",
-           "reference_words", "cut_text"]
+__all__ = ["Batch", "CutDataset", "SimpleSampler", "BucketingSampler", "FAILURE_KINDS", "failure_reason",
+           "make_dataloader", "default_extractor", "reference_words", "cut_text"]
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +214,8 @@ class CutDataset(torch.utils.data.Dataset):
         feats = torch.as_tensor(feats, dtype=torch.float32)
         if feats.ndim != 2 or feats.shape[1] != self.num_features or feats.shape[0] == 0:
             raise FsalignError(failure_reason(
-                "bad features", f"cut {cut.id}: expected shape (T' > 0, {self.num_features}), got {tuple(feats.shape)}"))
+                "bad features",
+                f"cut {cut.id}: expected shape (T' > 0, {self.num_features}), got {tuple(feats.shape)}"))
         return feats
 
     def _transcript(self, cut: Cut) -> Tuple[Optional[str], Optional[List[List[int]]], Optional[str]]:

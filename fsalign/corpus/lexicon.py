@@ -135,7 +135,8 @@ class PhoneTokenizer(Tokenizer, kind="phone"):
             try:
                 result.append([self._index[p] for p in pron])
             except KeyError as e:
-                raise FsalignError(f"pronunciation {pron} of {word!r} uses phone {e.args[0]!r} outside the inventory") from None
+                raise FsalignError(
+                    f"pronunciation {pron} of {word!r} uses phone {e.args[0]!r} outside the inventory") from None
         return result
 
     def decode(self, ids: Sequence[Sequence[int]]) -> str:
@@ -146,6 +147,7 @@ class PhoneTokenizer(Tokenizer, kind="phone"):
         return " | ".join(" ".join(self._names_of(list(w))) for w in ids)
 
     def to_dict(self) -> dict:
+        """JSON-serialisable dict (inverse of ``Tokenizer.from_dict``); CMUdict is referenced by version, not copied."""
         data = {
             "type": self.kind,
             "phones": self.token_names[1:],

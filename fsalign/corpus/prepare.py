@@ -288,7 +288,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="words a tokenizer cannot encode: fail, or skip those utterances")
     group.add_argument("--num-jobs", type=int, default=1, help="parallel jobs for stages 1-2")
     group.add_argument("--download", action="store_true",
-                       help="stage 0: download the parts from openslr.org into --corpus-dir's parent (opt-in)")  # fmt: skip
+                       help="stage 0: download the parts from openslr.org into --corpus-dir's parent "
+                            "(opt-in)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> None:
@@ -304,7 +305,8 @@ def run(args: argparse.Namespace) -> None:
         from lhotse.recipes import download_librispeech
 
         if args.corpus_dir.name != "LibriSpeech":
-            raise FsalignError(f"--download unpacks into <dir>/LibriSpeech; --corpus-dir must end in LibriSpeech, got {args.corpus_dir}")
+            raise FsalignError("--download unpacks into <dir>/LibriSpeech; "
+                               f"--corpus-dir must end in LibriSpeech, got {args.corpus_dir}")
         download_librispeech(target_dir=args.corpus_dir.parent, dataset_parts=args.parts)
     if runs(1):
         prepare_manifests(args.corpus_dir, args.parts, args.output_dir, args.alignments_dir, args.num_jobs)

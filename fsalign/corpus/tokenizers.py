@@ -65,6 +65,7 @@ class CharTokenizer(Tokenizer, kind="char"):
         return [[self._index[c] for c in w] for w in words]
 
     def to_dict(self) -> dict:
+        """JSON-serialisable dict of the alphabet and OOV policy (inverse of ``Tokenizer.from_dict``)."""
         return {"type": self.kind, "symbols": self.token_names[1:], "oov": self.oov}
 
     @classmethod
@@ -190,6 +191,7 @@ class SentencePieceTokenizer(Tokenizer, kind="sentencepiece"):
         return self._sp.decode(ids)
 
     def to_dict(self) -> dict:
+        """JSON-serialisable dict: model (base64), OOV policy, sampling alpha (inverse of ``Tokenizer.from_dict``)."""
         return {
             "type": self.kind,
             "model": base64.b64encode(self._model).decode("ascii"),
@@ -202,6 +204,7 @@ class SentencePieceTokenizer(Tokenizer, kind="sentencepiece"):
         return cls(base64.b64decode(data["model"]), oov=data["oov"], sampling_alpha=data.get("sampling_alpha"))
 
     def save(self, directory: Pathlike) -> Path:
+        """Like :meth:`Tokenizer.save`, plus the raw ``<unit>.model`` file for external tools (``load`` ignores it)."""
         directory = super().save(directory)
         (directory / f"{self.unit}.model").write_bytes(self._model)  # for external tools; load() ignores it
         return directory

@@ -11,13 +11,13 @@ move between consecutive frames. :meth:`Scales.dense` forms the first two terms 
 dense score matrix); the third lives on the graph arcs and is scaled by the lattice code.
 With α = 1, β = 0, γ = 0 and the CTC topology the full sum is the CTC loss (eq. 5).
 """
-import math
 from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
 
 from fsalign.errors import FsalignError
+from fsalign.util import is_finite_number
 
 __all__ = ["Scales"]
 
@@ -46,7 +46,7 @@ class Scales:
     def __post_init__(self):
         for name in ("posterior_scale", "prior_scale", "transition_scale"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if not is_finite_number(value):
                 raise FsalignError(f"{name} must be a finite number, got {value!r}")
             object.__setattr__(self, name, float(value))
         if self.log_prior is not None and not isinstance(self.log_prior, torch.Tensor):

@@ -61,7 +61,7 @@ class TrainingGraphs:
         (``transition_scale`` 1).
       transcripts: the B transcripts the graphs were compiled from.
       min_frames: Tensor of shape (B,), int64 on CPU: frames each utterance needs
-        at least under the topology (``inf``-free; 0 for an empty transcript).
+        at least under the topology (1 for an empty transcript: it still needs a frame).
       topology: the topology that compiled them.
     """
 
@@ -75,6 +75,7 @@ class TrainingGraphs:
 
     @property
     def device(self) -> torch.device:
+        """The device the graphs' FSA is on."""
         return self.fsa.device
 
     def to(self, device) -> "TrainingGraphs":
@@ -169,7 +170,8 @@ class Topology:
           name: description used in messages.
         """
         if not isinstance(fst, k2.Fsa) or len(fst.shape) != 2:
-            raise FsalignError("from_fst expects a single k2.Fsa (not an FsaVec)")
+            got = "an FsaVec" if isinstance(fst, k2.Fsa) else type(fst).__name__
+            raise FsalignError(f"from_fst expects a single k2.Fsa, got {got}")
         if not isinstance(getattr(fst, "aux_labels", None), torch.Tensor):
             raise FsalignError("the topology FST needs tensor aux_labels (the output tokens)")
         fst = fst.to("cpu")

@@ -91,10 +91,12 @@ class ConformerConfig:
         return cls(num_labels=num_labels, **{**PRESETS[preset], **overrides})
 
     def to_dict(self) -> dict:
+        """JSON-serialisable dict of the fields (inverse of :meth:`from_dict`)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "ConformerConfig":
+        """Inverse of :meth:`to_dict`; unknown fields raise ValueError, a missing ``input_norm`` means ``"none"``."""
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -236,6 +238,7 @@ class ConformerModel(nn.Module):
 
     @property
     def num_params(self) -> int:
+        """Total number of parameter elements (trainable or not)."""
         return sum(p.numel() for p in self.parameters())
 
     def forward_encoder(
@@ -334,6 +337,7 @@ def utterance_cmvn(features: torch.Tensor, lengths: torch.Tensor, eps: float = 1
     Args:
       features: Tensor of shape (B, T', F).
       lengths: Tensor of shape (B,).
+      eps: added to the variance before the inverse square root.
 
     Returns:
       Tensor of shape (B, T', F).

@@ -152,7 +152,7 @@ class BlankSeparatedHead(SoftmaxHead):
         return F.linear(h, self.linear.weight[row], self.linear.bias[row]).squeeze(-1)
 
     def _label_log_probs(self, h_sel: torch.Tensor) -> torch.Tensor:
-        """log p_A (eq. 17) of the selected frames, blank column -inf. (N, D) -> (N, C)."""
+        """Log p_A (eq. 17) of the selected frames, blank column -inf. (N, D) -> (N, C)."""
         logits = self.linear(h_sel)
         logits[:, self.blank] = float("-inf")  # in place on a fresh tensor: O(N), not a copy
         return logits.log_softmax(dim=-1)  # torch's fused kernel; much faster on CPU than logsumexp

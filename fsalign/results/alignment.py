@@ -108,6 +108,7 @@ class Alignment:
 
     @property
     def num_frames(self) -> int:
+        """Number of frames T (the length of ``labels``)."""
         return int(self.labels.shape[0])
 
     def word_times(self, frame_shift_s: Seconds, subsampling: int = 1,
@@ -121,6 +122,7 @@ class Alignment:
         return [t.seconds(frame_shift_s, subsampling, offset_s) for t in self.tokens]
 
     def to_dict(self) -> dict:
+        """JSON-serialisable dict of the fields (inverse of :meth:`from_dict`)."""
         return {
             "labels": self.labels.tolist(),
             "score": self.score,
@@ -130,6 +132,7 @@ class Alignment:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Alignment":
+        """Rebuild an alignment from :meth:`to_dict` output."""
         return cls(
             torch.tensor(d["labels"], dtype=torch.long),
             float(d["score"]),

@@ -70,6 +70,7 @@ class AlignmentComparison:
     only_in_hyp: List[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
+        """JSON-serialisable dict of the fields, nested :class:`SideStats` included."""
         return asdict(self)
 
 

@@ -269,8 +269,10 @@ def read_utterances(path: Pathlike, level: str = "word") -> Dict[str, UtteranceT
 
 
 def read_alignments(path: Pathlike, level: str = "word") -> Dict[str, List[TimedSpan]]:
-    """Spans of one level per utterance from a CTM file, a TextGrid folder, LibriSpeech
-    ``.alignment.txt`` files or lhotse cuts with alignments; silence dropped.
+    """Spans of one level per utterance from alignments on disk; silence dropped.
+
+    Reads a CTM file, a TextGrid folder, LibriSpeech ``.alignment.txt`` files or lhotse cuts with
+    alignments.
 
     Args:
       path: the file or folder (format from :func:`alignment_format`).

@@ -67,9 +67,11 @@ def cut_with_alignment(cut, utt: UtteranceTimes):
 
 
 def cut_spans(cut, kinds: Sequence[str] = ALIGNMENT_KINDS["word"]) -> Optional[List[TimedSpan]]:
-    """The spans of a cut's ``supervision.alignment[kind]`` (the first of ``kinds`` that every
-    supervision has), relative to the cut start, silence dropped, in time order; None if no
-    kind is present in every supervision."""
+    """The spans of a cut's ``supervision.alignment[kind]``, relative to the cut start.
+
+    ``kind`` is the first of ``kinds`` that every supervision has; silence is dropped and the spans
+    are in time order. None if no kind is present in every supervision.
+    """
     for kind in kinds:
         if cut.supervisions and all(s.alignment and kind in s.alignment for s in cut.supervisions):
             return words_only(TimedSpan(item.symbol, round(item.start - cut.start, LHOTSE_DIGITS),

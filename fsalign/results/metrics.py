@@ -55,6 +55,7 @@ class Average:
 
     @property
     def value(self) -> float:
+        """``total / count``, NaN when ``count`` is 0."""
         return self.total / self.count if self.count else float("nan")
 
     def __add__(self, other: "Average") -> "Average":
@@ -75,6 +76,7 @@ class ErrorStats:
 
     @property
     def errors(self) -> int:
+        """Total number of edits: substitutions + insertions + deletions."""
         return self.substitutions + self.insertions + self.deletions
 
     @property

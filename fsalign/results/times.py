@@ -33,6 +33,7 @@ class TimedSpan:
 
     @property
     def duration(self) -> Seconds:
+        """``end - start`` in seconds."""
         return self.end - self.start
 
 

@@ -22,7 +22,7 @@ from fsalign.results.alignment import Alignment
 from fsalign.scores.gradient import PREFIXES, gradient_scores
 from fsalign.scores.matrix import ScoreMatrix
 from fsalign.scores.prefix import transcript_targets
-from fsalign.util import Seconds, check_option, is_finite_number, valid_frame_mask
+from fsalign.util import Seconds, check_option, is_finite_number, is_positive_int, valid_frame_mask
 
 __all__ = ["VARIANTS", "GradientScorer", "grad_score_matrix", "gradscore_matrix", "grad_align"]
 
@@ -236,7 +236,7 @@ class GradientScorer:
                  ctc_weight: float = 1.0, aed_weight: float = 0.0, chunk_size: Optional[int] = 32,
                  frame_shift_s: Seconds = 0.01):
         check_option("variant", variant, variant in VARIANTS, f"one of {VARIANTS}")
-        check_option("p", p, isinstance(p, (int, float)) and p > 0 and not math.isnan(p), "a number > 0 (or inf)")
+        check_option("p", p, (is_finite_number(p) or p == math.inf) and p > 0, "a number > 0 (or inf)")
         check_option("blank score", blank_score, is_finite_number(blank_score), "a finite number")
         check_option("percentile", percentile, is_finite_number(percentile) and 0 <= percentile <= 100, "in [0, 100]")
         check_option("prefix", prefix, prefix in PREFIXES, f"one of {PREFIXES}")
@@ -244,8 +244,7 @@ class GradientScorer:
             check_option(name, weight, is_finite_number(weight) and weight >= 0, "a finite number >= 0")
         if ctc_weight + aed_weight == 0:
             raise FsalignError("ctc weight and aed weight must not both be 0")
-        check_option("chunk size", chunk_size, chunk_size is None or (int(chunk_size) == chunk_size >= 1),
-                      "an integer >= 1")
+        check_option("chunk size", chunk_size, chunk_size is None or is_positive_int(chunk_size), "an integer >= 1")
         for name, weight, method in (("ctc", ctc_weight, "ctc_logits"), ("aed", aed_weight, "aed_log_probs")):
             if weight > 0 and not callable(getattr(model, method, None)):
                 raise FsalignError(f"{name} weight {weight} needs a model with `{method}` "

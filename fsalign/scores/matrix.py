@@ -62,8 +62,10 @@ class ScoreMatrix:
     def from_posteriors(cls, log_probs: torch.Tensor, lengths: torch.Tensor, graphs: TrainingGraphs,
                         scales: Scales = Scales(), frame_shift_s: Seconds = 0.01,
                         subsampling: int = 1) -> "ScoreMatrix":
-        """Posteriors at the encoder frame rate: step ``frame_shift_s * subsampling``, offset of
-        :func:`~fsalign.results.alignment.frame_time_offset` (the one place both are derived).
+        """Posteriors at the encoder frame rate.
+
+        Step ``frame_shift_s * subsampling``, offset of :func:`~fsalign.results.alignment.frame_time_offset`
+        (the one place both are derived).
 
         Args:
           log_probs: Tensor of shape (B, T, C), normalised log-probabilities.
@@ -98,8 +100,10 @@ class ScoreMatrix:
         return (torch.isnan(self.scores) & self.valid()[:, :, None]).flatten(1).any(1)
 
     def total(self) -> torch.Tensor:
-        """Log-partition (full sum, eq. 6 inside the log), Tensor of shape (B,), float64, differentiable;
-        ``-inf`` where an utterance is too short for its transcript."""
+        """Log-partition (full sum, eq. 6 inside the log), Tensor of shape (B,), float64, differentiable.
+
+        ``-inf`` where an utterance is too short for its transcript.
+        """
         return total_scores(self.scores, self.lengths, self.graphs, self.scales)
 
     def loss(self) -> torch.Tensor:

@@ -89,7 +89,7 @@ def log_prior_for(
 
 
 def _log_sum_frames(log_probs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """log sum_t p_t over the valid frames of each sequence. (B, T, C) -> (B, C); -inf if empty."""
+    """Log sum_t p_t over the valid frames of each sequence. (B, T, C) -> (B, C); -inf if empty."""
     if log_probs.dim() != 3:
         raise ValueError(f"log_probs must be a tensor of shape (B, T, C), got {tuple(log_probs.shape)}")
     mask = valid_frame_mask(lengths.to(log_probs.device), log_probs.shape[1], batch_size=log_probs.shape[0])

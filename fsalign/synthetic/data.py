@@ -152,6 +152,7 @@ class SyntheticConfig:
         return [[col[ch] for ch in w] for w in self.words]
 
     def to_dict(self) -> Dict[str, Any]:
+        """JSON-serialisable dict of the fields, tuples as lists (inverse of :meth:`from_dict`)."""
         d = asdict(self)
         d["words"] = list(self.words)
         d["num_words"] = list(self.num_words)
@@ -161,6 +162,7 @@ class SyntheticConfig:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "SyntheticConfig":
+        """Rebuild a config from :meth:`to_dict` output (lists become tuples again)."""
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
 
 
@@ -188,6 +190,7 @@ class SyntheticUtterance:
 
     @property
     def num_frames(self) -> int:
+        """Number of frames T (the length of ``alignment``)."""
         return int(self.alignment.shape[0])
 
 
@@ -215,6 +218,7 @@ class SyntheticBatch:
         return len(self.transcripts)
 
     def to(self, device) -> "SyntheticBatch":
+        """Returns the batch with its tensors on ``device`` (transcripts and spans are shared, not copied)."""
         return SyntheticBatch(
             self.features.to(device), self.lengths.to(device), self.alignment.to(device),
             self.transcripts, self.word_spans, self.word_ids,

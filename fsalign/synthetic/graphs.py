@@ -64,8 +64,11 @@ def _clip_prob(p: float, eps: float = 1e-3) -> float:
 
 def build_topology(name: str, data: SyntheticConfig, label_loop: Optional[float] = None,
                    silence_loop: Optional[float] = None) -> Topology:
-    """``"hmm"``: :class:`HmmTopology` (ε only at word boundaries; loops estimated when None);
-    ``"ctc"``: :class:`CtcTopology` (ε anywhere, no transition model)."""
+    """The topology ``name`` over the labels of ``data``: ``"hmm"`` or ``"ctc"``.
+
+    ``"hmm"``: :class:`HmmTopology` (ε only at word boundaries; loops estimated when None);
+    ``"ctc"``: :class:`CtcTopology` (ε anywhere, no transition model).
+    """
     C = data.num_labels
     if name == "ctc":
         return CtcTopology(C, blank=EPSILON)

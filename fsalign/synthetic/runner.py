@@ -15,11 +15,9 @@ Dimension symbols legend:
   T: frames (padded)
   C: alignment labels (score-matrix columns), ε in column 0
 """
-import contextlib
 import functools
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -42,6 +40,7 @@ from fsalign.synthetic.evaluation import evaluate_log_probs
 from fsalign.synthetic.graphs import TOPOLOGIES, GraphBank, build_topology
 from fsalign.training.criterion import FullSumCriterion
 from fsalign.training.loop import train_steps
+from fsalign.util import single_thread, use_fast_mkl_on_amd  # noqa: F401  (importable from here too)
 
 __all__ = [
     "RunConfig", "RunResult", "make_topology", "make_criterion", "train", "evaluate", "run_group", "run_one",
@@ -147,12 +146,14 @@ class RunConfig:
             )
 
     def to_dict(self) -> Dict[str, Any]:
+        """JSON-serialisable dict of the fields, ``data`` via :meth:`SyntheticConfig.to_dict` (inverse of from_dict)."""
         d = asdict(self)
         d["data"] = self.data.to_dict()
         return d
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "RunConfig":
+        """Rebuild a run config from :meth:`to_dict` output (``data`` as a dict or a :class:`SyntheticConfig`)."""
         d = dict(d)
         d["data"] = SyntheticConfig.from_dict(d["data"]) if isinstance(d.get("data"), dict) else d.get("data")
         return cls(**d)
@@ -188,6 +189,7 @@ def output_log_probs(cfg: RunConfig, logits: torch.Tensor, lengths: torch.Tensor
     """Normalised log-posteriors of every member's output.
 
     Args:
+      cfg: the run configuration (its ``normed_grad*`` and ``blank_separation`` settings).
       logits: Tensor of shape (E, B, T, C).
       lengths: Tensor of shape (E, B).
       training: apply the normalised-gradient hook (training only; its values
@@ -218,6 +220,7 @@ def member_log_prior(cfg: RunConfig, criterion: FullSumCriterion, log_probs: tor
     """The log prior of eq. 6 for the flattened batch of all members.
 
     Args:
+      cfg: the run configuration (not read here: the prior settings come from ``criterion``).
       criterion: the run's criterion (its prior mode and static prior).
       log_probs: Tensor of shape (E, B, T, C).
       lengths: Tensor of shape (E, B).
@@ -270,6 +273,10 @@ def train(cfg: RunConfig, seeds: Sequence[int], device="cpu", topology: Optional
     with the one criterion (:class:`~fsalign.training.criterion.FullSumCriterion`).
 
     Args:
+      cfg: the run configuration (model, data, optimiser and criterion settings, number of steps).
+      seeds: one seed per member: its initialisation and its data generator.
+      device: where the model and the batches are put.
+      topology: the label topology; default :func:`make_topology` of ``cfg``.
       callback: called as ``callback(steps_done, model)`` after every step
         (e.g. to evaluate learning curves).
 
@@ -338,43 +345,6 @@ def evaluate(cfg: RunConfig, model: torch.nn.Module, batch: Optional[SyntheticBa
         metrics.append(m)
         alis.append(a)
     return metrics, log_probs, alis
-
-
-def use_fast_mkl_on_amd() -> bool:
-    """Lets MKL use its AVX2 kernels on AMD CPUs (``MKL_DEBUG_CPU_TYPE=5``), unless set already.
-
-    PyTorch 1.13's wheels bundle MKL 2020.0, which runs a generic code path on
-    AMD processors: small GEMMs (the BLSTM's) are 2-3x slower there. The
-    variable only takes effect before MKL's first call in the process and is
-    inherited by worker processes started afterwards; call this first thing in
-    a script. Returns whether it set the variable.
-    """
-    if "MKL_DEBUG_CPU_TYPE" in os.environ:
-        return False
-    try:
-        with open("/proc/cpuinfo") as f:
-            amd = "AuthenticAMD" in f.read(4096)
-    except OSError:
-        return False
-    if amd:
-        os.environ["MKL_DEBUG_CPU_TYPE"] = "5"
-    return amd
-
-
-@contextlib.contextmanager
-def single_thread():
-    """Runs the block with one intra-op CPU thread (restored afterwards).
-
-    The synthetic models are tiny: extra threads only add synchronisation
-    (on a busy machine PyTorch's threaded ``bmm`` takes milliseconds for 4x6
-    matrices); seeds run in parallel processes instead.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def run_group(cfg: RunConfig, seeds: Sequence[int], device="cpu", plot_dir: Optional[str] = None,

@@ -149,8 +149,10 @@ def _check_data(args) -> None:
 
 
 def train(args: argparse.Namespace) -> Dict[str, Any]:
-    """Trains per ``args`` (see :func:`fsalign.training.args.add_arguments` plus ``data_dir``, ``unit``,
-    ``train_part``, ``dev_part``, ``exp_dir``); returns the final dev evaluation (also ``EXP/eval.json``).
+    """Trains per ``args``; returns the final dev evaluation (also ``EXP/eval.json``).
+
+    ``args`` are those of :func:`fsalign.training.args.add_arguments` plus ``data_dir``, ``unit``,
+    ``train_part``, ``dev_part``, ``exp_dir``.
 
     Raises:
       FsalignError: an option outside its range or missing prepared data (before any training).
@@ -270,8 +272,10 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
 
 def _finish(model, loader, dev_loader, crit: StagedCriterion, args, device, last_path: Path, best_path: Path,
             tokenizer: Tokenizer) -> Dict[str, Any]:
-    """Corpus priors (whole training part, rank 0) into last.pt and best.pt; final evaluation of
-    best.pt -> EXP/eval.json."""
+    """Corpus priors into last.pt and best.pt, then the final evaluation of best.pt.
+
+    The priors are over the whole training part (rank 0); the evaluation goes to EXP/eval.json.
+    """
     for path in (last_path, best_path):
         if not path.is_file():
             continue

@@ -14,8 +14,8 @@ import logging
 import sys
 from pathlib import Path
 
-from fsalign.synthetic.runner import use_fast_mkl_on_amd
 from fsalign.synthetic.tables import TABLE_IDS, format_markdown, run_table
+from fsalign.util import use_fast_mkl_on_amd
 
 
 def main(argv=None) -> int:

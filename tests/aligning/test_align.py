@@ -287,7 +287,8 @@ def test_unusable_inputs_exit_non_zero_with_one_line(setup, tmp_path, what):
     garbage = tmp_path / "garbage.jsonl.gz"
     garbage.write_bytes(b"not gzip at all")
     (tmp_path / "empty.jsonl.gz").write_bytes(b"")
-    args = {"empty cuts": dict(cuts=tmp_path / "empty.jsonl.gz"),"missing checkpoint": dict(ckpt=tmp_path / "none.pt"), "garbage checkpoint": dict(ckpt=garbage),
+    args = {"empty cuts": dict(cuts=tmp_path / "empty.jsonl.gz"),
+            "missing checkpoint": dict(ckpt=tmp_path / "none.pt"), "garbage checkpoint": dict(ckpt=garbage),
             "missing cuts": dict(cuts=tmp_path / "none.jsonl.gz"), "garbage cuts": dict(cuts=garbage),
             "bad shard": dict(extra=["--shard", "2/2"]), "bad output": dict(output=tmp_path / "out.txt")}[what]
     result = _align(args.get("ckpt", ckpt), args.get("cuts", cuts), args.get("output", tmp_path / "o.ctm"),
@@ -416,8 +417,11 @@ def test_batches_do_not_depend_on_shard_or_done(setup):
     """The plan of a shard is the unsharded plan restricted to it: the same batches."""
     root, ckpt, _ = setup
     cuts = CutSet.from_file(make_tiny_cuts(root / "plan", 10))
-    plan = lambda shard: [[c.id for c in b] for b in align_module.plan_batches(
-        align_module.shard_windows(cuts, 3, shard, 10), 9.0)]  # noqa: E731
+
+    def plan(shard):
+        windows = align_module.shard_windows(cuts, 3, shard, 10)
+        return [[c.id for c in b] for b in align_module.plan_batches(windows, 9.0)]
+
     whole = plan((0, 1))
     assert [b for i in range(3) for b in plan((i, 3))] == whole
     durations = {c.id: c.duration for c in cuts}

@@ -193,7 +193,8 @@ def test_lexicon_phone_outside_given_inventory_raises():
 def _all_tokenizers(spm_tokenizer, tmp_path):
     lexicon = tmp_path / "lex.txt"
     lexicon.write_text("".join(f"{w} {' '.join(PhoneTokenizer().pronounce(w))}\n" for w in WORDS))
-    return [CharTokenizer(oov="skip"), spm_tokenizer, PhoneTokenizer(), PhoneTokenizer(lexicon, pronunciation="shortest")]
+    return [CharTokenizer(oov="skip"), spm_tokenizer, PhoneTokenizer(),
+            PhoneTokenizer(lexicon, pronunciation="shortest")]
 
 
 def test_save_load_and_dict_round_trip(spm_tokenizer, tmp_path):

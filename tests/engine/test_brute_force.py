@@ -108,7 +108,8 @@ def test_min_frames_is_the_shortest_brute_force_path(kind):
     transcripts = [[[1, 1]], [[1], [1, 2]], [[2]], [], [[3, 3, 3]]]
     graphs = topo.compile(transcripts)
     for b, words in enumerate(transcripts):
-        needed = next(T for T in range(1, 20) if brute_force(expand(words), [[0.0] * topo.num_labels] * T, T)[0] > -math.inf)
+        needed = next(T for T in range(1, 20)
+                      if brute_force(expand(words), [[0.0] * topo.num_labels] * T, T)[0] > -math.inf)
         assert int(graphs.min_frames[b]) == needed
 
 

@@ -157,6 +157,7 @@ def test_cuda_matches_cpu():
         gpu.sum().backward()
         assert x.grad.is_cuda
         torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=1e-5)
-        alis = fsalign.viterbi_align(x.detach().log_softmax(-1), lengths.cuda(), topo.compile(transcripts, device="cuda"))
+        alis = fsalign.viterbi_align(x.detach().log_softmax(-1), lengths.cuda(),
+                                     topo.compile(transcripts, device="cuda"))
         ref = fsalign.viterbi_align(logits.float().log_softmax(-1), lengths, topo.compile(transcripts))
         assert [a.tokens for a in alis] == [a.tokens for a in ref]

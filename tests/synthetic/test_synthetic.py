@@ -24,8 +24,9 @@ from fsalign.synthetic.graphs import (
     build_topology,
     estimate_loop_probabilities,
 )
-from fsalign.synthetic.runner import RunConfig, run_group, single_thread
+from fsalign.synthetic.runner import RunConfig, run_group
 from fsalign.synthetic.tables import run_table, table_rows
+from fsalign.util import single_thread
 
 NOISY = SyntheticConfig(num_words=(1, 3), repetitions=(1, 4), silence_factor=(0.1, 0.6), noise_scale=0.5)
 
