@@ -15,6 +15,7 @@ Dimension symbols:
   B: sequences in a batch
   T: frames (the padded length)
 """
+import argparse
 import math
 import numbers
 import os
@@ -34,6 +35,7 @@ __all__ = [
     "check_blank",
     "check_option",
     "single_thread",
+    "HelpFormatter",
     "use_fast_mkl_on_amd",
     "is_finite_number",
     "is_positive_int",
@@ -171,3 +173,12 @@ def single_thread():
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """argparse help that shows every optional argument's default and keeps the description as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.required or action.default in (None, argparse.SUPPRESS) or "%(default)" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)

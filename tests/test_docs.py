@@ -1,6 +1,10 @@
 """Every code block of README.md and docs/ runs as written.
 
-* ```python blocks run, each in a fresh interpreter from the repository root;
+* ```python blocks run, each in a fresh interpreter, in a working folder laid out as the docs
+  assume after their setup steps: ``data/``, ``recipes/`` and ``examples/`` of the repository,
+  ``exp/data`` prepared from the shipped corpus (``recipes/librispeech/prepare.py``, units
+  ``char`` and ``phone``), and small trained checkpoints at ``exp/hmm_phone/best.pt`` and
+  ``exp/ctc_char/best.pt`` (a few steps of training: enough to run, not to align well);
 * ```bash blocks are read command by command (continuation lines joined, comments dropped):
   an ``fsalign`` command is parsed by its click command (every option it names must exist and
   take the value given), a ``python recipes/...`` script by its own argument parser, a
@@ -49,9 +53,28 @@ def _commands(block: str):
             yield line
 
 
+@pytest.fixture(scope="module")
+def docs_folder(tmp_path_factory):
+    """The working folder the python blocks run in (see the module docstring)."""
+    from tests.align_fixtures import make_tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("docs")
+    for name in ("data", "recipes", "examples"):
+        (root / name).symlink_to(REPO / name)
+    prepare = [sys.executable, str(REPO / "recipes/librispeech/prepare.py"), "--corpus-dir", "data/LibriSpeech",
+               "--alignments-dir", "data/alignments/LibriSpeech", "--parts", "train-clean-5", "dev-clean-2",
+               "--output-dir", "exp/data", "--unit", "char", "phone"]
+    done = subprocess.run(prepare, cwd=root, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name, topology in (("hmm_phone", "hmm"), ("ctc_char", "ctc")):
+        make_tiny_checkpoint(root / "exp" / name, topology=topology, train_steps=2, name="best.pt")
+    return root
+
+
 @pytest.mark.parametrize("path, code", list(_blocks("python")))
-def test_python_block_runs(path, code):
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+def test_python_block_runs(path, code, docs_folder):
+    done = subprocess.run([sys.executable, "-c", code], cwd=docs_folder, capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, f"{path.name} block failed:\n{code}\n--- stderr ---\n{done.stderr[-3000:]}"
 
 

@@ -301,6 +301,7 @@ def score_cut(
     blank_penalty: float = 0.0,
     p: float = 0.1,
     utt_id: str = "",
+    scorer=None,
     **options,
 ) -> CutScores:
     """Score matrix and alignment of one utterance with a trained model.
@@ -322,6 +323,8 @@ def score_cut(
       blank_penalty: k added to the blank log-probability (posterior only).
       p: the p-norm of G.
       utt_id: named in errors.
+      scorer: a scorer made by :func:`~fsalign.aligning.aligner.make_scorer` (then ``kind`` and the
+        options are its own and the ones here are not used).
       **options: further options of :func:`~fsalign.aligning.aligner.make_scorer`.
 
     Raises:
@@ -332,7 +335,8 @@ def score_cut(
     from fsalign.corpus.tokenizers import normalize_words
     from fsalign.errors import FsalignError
 
-    scorer = make_scorer(loaded, kind, topology, prior_scale, blank_penalty, grad_p=p, **options)
+    if scorer is None:
+        scorer = make_scorer(loaded, kind, topology, prior_scale, blank_penalty, grad_p=p, **options)
     transcript = loaded.tokenizer.encode(text)
     if transcript is None:
         raise FsalignError(f"cut {utt_id}: cannot encode {text!r}: {loaded.tokenizer.find_oov(text)} out of vocabulary")

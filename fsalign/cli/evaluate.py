@@ -141,6 +141,7 @@ def plot(checkpoint, cuts_path, cut_id, kind, output, ref_path, topology, prior_
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from fsalign.aligning.aligner import make_scorer
     from fsalign.aligning.plot import plot_cut_alignment, score_cut
     from fsalign.checkpoint import load_checkpoint
     from fsalign.corpus.cuts import CutDataset, cut_text
@@ -150,6 +151,7 @@ def plot(checkpoint, cuts_path, cut_id, kind, output, ref_path, topology, prior_
 
     try:
         loaded = load_checkpoint(checkpoint, device=device)
+        scorer = make_scorer(loaded, kind, topology, prior_scale, blank_penalty, grad_p=p_norm)  # checks options
         cut = _find_cut(cuts_path, cut_id)
         ref_words = None
         if ref_path is not None:
@@ -162,8 +164,7 @@ def plot(checkpoint, cuts_path, cut_id, kind, output, ref_path, topology, prior_
             raise FsalignError(f"cut {cut_id}: empty transcript, nothing to align")
         dataset = CutDataset(loaded.tokenizer)
         features = dataset.features(cut)
-        scores = score_cut(loaded, features, text, kind, topology=topology, prior_scale=prior_scale,
-                           blank_penalty=blank_penalty, p=p_norm, utt_id=cut_id)
+        scores = score_cut(loaded, features, text, utt_id=cut_id, scorer=scorer)
     except FsalignError as e:
         raise click.ClickException(str(e)) from None
     fig = plot_cut_alignment(features, scores, token_names=loaded.tokenizer.token_names, ref_words=ref_words,
@@ -173,6 +174,8 @@ def plot(checkpoint, cuts_path, cut_id, kind, output, ref_path, topology, prior_
             fig.savefig(tmp, dpi=120, format=output.suffix.lstrip(".").lower() or "png")
     except ValueError as e:
         raise click.ClickException(f"{output}: cannot write this image format: {e}") from None
+    except OSError as e:
+        raise click.ClickException(f"{output}: cannot write the image: {e.strerror or e}") from None
     finally:
         plt.close(fig)
     click.echo(f"wrote {output}: {len(scores.alignment.words)} words, {kind} scores")

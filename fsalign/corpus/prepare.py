@@ -33,7 +33,7 @@ from fsalign.corpus.tokenizers import (
     Tokenizer,
 )
 from fsalign.errors import FsalignError
-from fsalign.util import Pathlike
+from fsalign.util import HelpFormatter, Pathlike, check_option, is_positive_int
 
 __all__ = [
     "UNITS",
@@ -240,7 +240,7 @@ def prepare_tokenizers(
         lang_dir = output_dir / f"lang_{unit}"
         if (lang_dir / "tokenizer.json").is_file():
             tokenizers[unit] = Tokenizer.load(lang_dir)
-            if unit in ("spm", "bpe") and tokenizers[unit].num_labels != vocab_size:
+            if unit in ("spm", "bpe") and tokenizers[unit].num_labels > vocab_size:
                 logger.warning(
                     "stage 3: %s has vocab size %d, not the requested %d; delete it to retrain",
                     lang_dir, tokenizers[unit].num_labels, vocab_size,
@@ -254,7 +254,7 @@ def prepare_tokenizers(
             tokenizer = PhoneTokenizer(lexicon, oov=oov)
         else:
             model_type = "unigram" if unit == "spm" else "bpe"
-            tokenizer = SentencePieceTokenizer.train(texts[train_part], vocab_size, model_type, oov=oov)
+            tokenizer = SentencePieceTokenizer.train(texts[train_part], vocab_size, model_type, oov=oov, clamp=True)
         listing = _check_oov(tokenizer, all_texts, lang_dir, oov)
         tmp = output_dir / f".tmp_lang_{unit}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -282,8 +282,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--unit", nargs="+", choices=UNITS, default=list(UNITS), help="tokenizers to build in stage 3")
     group.add_argument("--vocab-size", type=int, default=500, help="SentencePiece vocabulary (blank included)")
     group.add_argument("--train-part", default=None,
-                       help="part SentencePiece is trained on (default: the first part named train*, else the first)")
-    group.add_argument("--lexicon", type=Path, default=None, help="lexicon file 'WORD PH1 PH2 ...' (default: CMUdict)")
+                       help="part SentencePiece is trained on; None: the first part named train*, else the first")
+    group.add_argument("--lexicon", type=Path, default=None,
+                       help="lexicon file 'WORD PH1 PH2 ...'; None: the CMU dictionary")
     group.add_argument("--oov", choices=("error", "skip"), default="error",
                        help="words a tokenizer cannot encode: fail, or skip those utterances")
     group.add_argument("--num-jobs", type=int, default=1, help="parallel jobs for stages 1-2")
@@ -293,9 +294,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    """Run stages ``args.stage`` .. ``args.stop_stage`` with the options of :func:`add_arguments`."""
-    if args.stage > args.stop_stage:
-        raise FsalignError(f"--stage ({args.stage}) must not exceed --stop-stage ({args.stop_stage})")
+    """Run stages ``args.stage`` .. ``args.stop_stage`` with the options of :func:`add_arguments`.
+
+    Raises:
+      FsalignError: an option outside its range or a missing input, before any stage runs.
+    """
+    check_option("--stage", args.stage, 0 <= args.stage <= 3, "in 0..3")
+    check_option("--stop-stage", args.stop_stage, args.stage <= args.stop_stage <= 3, f"in {args.stage}..3")
+    check_option("--vocab-size", args.vocab_size, is_positive_int(args.vocab_size) and args.vocab_size >= 3,
+                 "an integer >= 3 (blank, <unk> and a piece)")
+    check_option("--num-jobs", args.num_jobs, is_positive_int(args.num_jobs), "an integer >= 1")
+    if args.stage <= 1 and not args.download and not args.corpus_dir.is_dir():
+        raise FsalignError(f"--corpus-dir {args.corpus_dir} is not a directory")
+    if args.alignments_dir is not None and not args.alignments_dir.is_dir():
+        raise FsalignError(f"--alignments-dir {args.alignments_dir} is not a directory")
+    if args.lexicon is not None and not args.lexicon.is_file():
+        raise FsalignError(f"--lexicon {args.lexicon} does not exist")
     train_part = args.train_part or next((p for p in args.parts if p.startswith("train")), args.parts[0])
 
     def runs(stage: int) -> bool:
@@ -318,7 +332,7 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Command-line entry point of ``recipes/librispeech/prepare.py``."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)

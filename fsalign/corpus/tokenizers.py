@@ -9,6 +9,7 @@ A SentencePiece model is embedded in the tokenizer's dict as base64, so a checkp
 """
 import base64
 import io
+import logging
 import re
 from pathlib import Path
 from typing import Iterable, List, Mapping, Optional, Sequence
@@ -24,6 +25,8 @@ from fsalign.corpus.base_tokenizer import (
 from fsalign.corpus.lexicon import PhoneTokenizer, read_lexicon
 from fsalign.errors import FsalignError
 from fsalign.util import Pathlike
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "BLANK",
@@ -121,6 +124,7 @@ class SentencePieceTokenizer(Tokenizer, kind="sentencepiece"):
         oov: str = "error",
         character_coverage: float = 1.0,
         num_threads: int = 1,
+        clamp: bool = False,
     ) -> "SentencePieceTokenizer":
         """Train a SentencePiece model on transcripts.
 
@@ -131,6 +135,8 @@ class SentencePieceTokenizer(Tokenizer, kind="sentencepiece"):
           oov: policy stored in the returned tokenizer.
           character_coverage: fraction of characters the model must cover.
           num_threads: trainer threads.
+          clamp: when the text cannot support ``vocab_size`` pieces, train the largest
+            vocabulary it supports (with a warning) instead of raising.
 
         Raises:
           FsalignError: the text cannot support ``vocab_size`` pieces (names the maximum).
@@ -154,6 +160,10 @@ class SentencePieceTokenizer(Tokenizer, kind="sentencepiece"):
             )  # fmt: skip
         except RuntimeError as e:
             limit = re.search(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)", str(e))
+            if limit and clamp and int(limit.group(2)) < vocab_size:
+                logger.warning("vocab size %d is too large for %d training transcripts (%s); using %s",
+                               vocab_size, len(sentences), model_type, limit.group(2))
+                return cls.train(sentences, int(limit.group(2)), model_type, oov, character_coverage, num_threads)
             if limit:
                 raise FsalignError(
                     f"vocab_size={vocab_size} is too large for {len(sentences)} training transcripts "

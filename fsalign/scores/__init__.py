@@ -10,9 +10,10 @@ from fsalign.scores.gradient import (
     EncoderModel,
     gradient_scores,
 )
-from fsalign.scores.gradscore import VARIANTS, grad_align, grad_score_matrix
+from fsalign.scores.gradscore import VARIANTS, GradientScorer, grad_align, grad_score_matrix, gradscore_matrix
+from fsalign.scores.matrix import ScoreMatrix
 from fsalign.scores.normgrad import normed_grad_factor, normed_grad_log_softmax
-from fsalign.scores.posterior import apply_blank_penalty, blank_separated_log_probs
+from fsalign.scores.posterior import PosteriorScorer, apply_blank_penalty, blank_separated_log_probs
 from fsalign.scores.prefix import (
     aed_label_log_probs,
     ctc_prefix_log_probs,
@@ -41,6 +42,9 @@ __all__ = [
     "CorpusPrior",
     "CtcModel",
     "EncoderModel",
+    "GradientScorer",
+    "PosteriorScorer",
+    "ScoreMatrix",
     "RunningPrior",
     "aed_label_log_probs",
     "apply_blank_penalty",
@@ -50,6 +54,7 @@ __all__ = [
     "estimate_corpus_prior",
     "grad_align",
     "grad_score_matrix",
+    "gradscore_matrix",
     "gradient_scores",
     "joint_label_log_probs",
     "log_prior_for",

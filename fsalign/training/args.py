@@ -23,29 +23,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the model, criterion, optimizer, data and run argument groups (icefall style)."""
     g = parser.add_argument_group("model")
     g.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
-                   help="encoder size (default: tiny, the CPU recipe; the paper's encoder is large)")
-    g.add_argument("--subsampling", type=int, choices=(4, 6), default=4)
-    g.add_argument("--dropout", type=float, default=0.1)
+                   help="encoder size: tiny is the CPU recipe, large the paper's 12-layer encoder")
+    g.add_argument("--subsampling", type=int, choices=(4, 6), default=4, help="frontend subsampling factor")
+    g.add_argument("--dropout", type=float, default=0.1, help="dropout of the encoder")
     g.add_argument("--blank-sep", action="store_true", help="blank-separated output head (eq. 15-17)")
     g.add_argument("--aed-layers", type=int, default=0, help="auxiliary AED decoder layers (0: none)")
     g.add_argument("--spec-augment", action=argparse.BooleanOptionalAction, default=False,
-                   help="SpecAugment (default: off, for the shipped 20-minute corpus; on for real corpora)")
+                   help="SpecAugment (off for the shipped 20-minute corpus; on for real corpora)")
     g = parser.add_argument_group("criterion")
-    g.add_argument("--topology", choices=TOPOLOGIES, default="ctc")
-    g.add_argument("--posterior-scale", type=float, default=None, help="alpha (default: hmm 0.7, else 1.0)")
-    g.add_argument("--prior-scale", type=float, default=0.0, help="beta")
-    g.add_argument("--prior", choices=PRIOR_MODES, default="none", help="prior used with beta")
+    g.add_argument("--topology", choices=TOPOLOGIES, default="ctc", help="label topology")
+    g.add_argument("--posterior-scale", type=float, default=None, help="alpha; None: 0.7 for hmm, else 1.0")
+    g.add_argument("--prior-scale", type=float, default=0.0, help="beta (needs a --prior mode)")
+    g.add_argument("--prior", choices=PRIOR_MODES, default="none", help="the prior beta multiplies")
     g.add_argument("--prior-grad", action="store_true", help="let gradients flow through seq/batch priors")
-    g.add_argument("--transition-scale", type=float, default=None, help="gamma (default: hmm 0.3, else 1.0)")
-    g.add_argument("--label-loop", type=float, default=None, help="token self-loop prob. (hmm default 0.5)")
-    g.add_argument("--silence-loop", type=float, default=None, help="silence/blank loop prob. (hmm default 0.96)")
+    g.add_argument("--transition-scale", type=float, default=None, help="gamma; None: 0.3 for hmm, else 1.0")
+    g.add_argument("--label-loop", type=float, default=None,
+                   help="token self-loop probability; None: 0.5 for hmm, no transition model otherwise")
+    g.add_argument("--silence-loop", type=float, default=None,
+                   help="silence/blank self-loop probability; None: 0.96 for hmm, none otherwise")
     g.add_argument("--normed-grad", action="store_true", help="normalized gradient (eq. 11)")
     g.add_argument("--aed-scale", type=float, default=0.3, help="weight of the auxiliary AED loss")
     g.add_argument("--warmup", choices=WARMUPS, default="prior",
-                   help="hmm only: the warm-up stage: prior (default): the HMM with a sequence prior and "
+                   help="hmm only: the warm-up stage: prior: the HMM with a sequence prior and "
                         "the --warmup-*-scale scales; ctc: plain CTC; none")
     g.add_argument("--warmup-epochs", type=int, default=None,
-                   help="hmm only: warm-up epochs (default: (epochs + 1) // 3; ctc: at least, see --warmup-max-ler)")
+                   help="hmm only: warm-up epochs; None: (epochs + 1) // 3 (ctc: at least, see --warmup-max-ler)")
     g.add_argument("--warmup-posterior-scale", type=float, default=0.5, help="alpha of the prior warm-up")
     g.add_argument("--warmup-transition-scale", type=float, default=0.2, help="gamma of the prior warm-up")
     g.add_argument("--warmup-prior-scale", type=float, default=0.3,
@@ -56,18 +58,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="hmm, --warmup ctc: extend the CTC warm-up, one epoch at a time up to 2/3 of --epochs, "
                         "while the dev greedy LER is above this")
     g = parser.add_argument_group("optimizer")
-    g.add_argument("--epochs", type=int, default=30)
-    g.add_argument("--peak-lr", type=float, default=3e-3, help="one-cycle peak (default: 3e-3)")
-    g.add_argument("--final-lr", type=float, default=1e-6)
-    g.add_argument("--weight-decay", type=float, default=1e-2)
-    g.add_argument("--grad-clip", type=float, default=5.0)
+    g.add_argument("--epochs", type=int, default=30, help="training epochs")
+    g.add_argument("--peak-lr", type=float, default=3e-3, help="peak of the one-cycle learning rate")
+    g.add_argument("--final-lr", type=float, default=1e-6, help="learning rate at the end")
+    g.add_argument("--weight-decay", type=float, default=1e-2, help="AdamW weight decay")
+    g.add_argument("--grad-clip", type=float, default=5.0, help="gradient norm clipping")
     g = parser.add_argument_group("data")
     g.add_argument("--max-duration", type=float, default=30.0, help="seconds of audio per batch (per rank)")
-    g.add_argument("--num-workers", type=int, default=0)
+    g.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     g = parser.add_argument_group("run")
-    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--seed", type=int, default=42, help="random seed")
     g.add_argument("--resume", action="store_true", help="continue from EXP/last.pt")
-    g.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK if available, else cpu")
+    g.add_argument("--device", default=None, help="torch device; None: cuda:LOCAL_RANK if available, else cpu")
     g.add_argument("--no-progress", action="store_true", help="no tqdm bars")
 
 
