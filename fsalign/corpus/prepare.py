@@ -59,13 +59,8 @@ def _manifest_paths(output_dir: Path, part: str) -> Dict[str, Path]:
     }
 
 
-def prepare_manifests(
-    corpus_dir: Pathlike,
-    parts: Sequence[str],
-    output_dir: Pathlike,
-    alignments_dir: Optional[Pathlike] = None,
-    num_jobs: int = 1,
-) -> None:
+def prepare_manifests(corpus_dir: Pathlike, parts: Sequence[str], output_dir: Pathlike,
+                      alignments_dir: Optional[Pathlike] = None, num_jobs: int = 1) -> None:
     """Stage 1: recording and supervision manifests with lhotse ``prepare_librispeech``.
 
     Args:
@@ -196,15 +191,9 @@ def _check_oov(tokenizer: Tokenizer, texts: Sequence[str], lang_dir: Path, oov: 
     return listing
 
 
-def prepare_tokenizers(
-    output_dir: Pathlike,
-    parts: Sequence[str],
-    train_part: str,
-    units: Sequence[str] = UNITS,
-    vocab_size: int = 500,
-    lexicon: Optional[Pathlike] = None,
-    oov: str = "error",
-) -> Dict[str, Tokenizer]:
+def prepare_tokenizers(output_dir: Pathlike, parts: Sequence[str], train_part: str, units: Sequence[str] = UNITS,
+                       vocab_size: int = 500, lexicon: Optional[Pathlike] = None,
+                       oov: str = "error") -> Dict[str, Tokenizer]:
     """Stage 3: build, check and save tokenizers to ``DATA/lang_<unit>/``.
 
     SentencePiece models (``spm`` = unigram, ``bpe``) are trained on ``train_part``'s

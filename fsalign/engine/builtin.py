@@ -28,7 +28,19 @@ TOPOLOGIES = ("ctc", "hmm", "relaxed")
 
 
 class _BuiltinTopology(Topology):
-    """A built-in topology: graphs built directly from the transcripts (no composition)."""
+    """A built-in topology: graphs built directly from the transcripts (no composition).
+
+    Column ``blank`` is blank (CTC) or silence (HMM); every other column is a token.
+    ``label_loop`` is the loop probability of token states, ``blank_loop`` that of the
+    blank/silence state (named ``blank_name`` in messages); None: no transition scores.
+    """
+
+    def __init__(self, num_labels: int, blank: int, silence_symbol: Optional[int], name: str,
+                 label_loop: Optional[float], blank_loop: Optional[float], blank_name: str):
+        super().__init__(None, num_labels, (blank,), silence_symbol, token_offset=1, name=name)
+        self._token_lp = loop_scores(label_loop, "label_loop")
+        self._blank_lp = loop_scores(blank_loop, blank_name)
+        self._valid_tokens = [k != int(blank) for k in range(self.num_labels)]
 
     def _compile_fsa(self, transcripts: List[Transcript]) -> k2.Fsa:
         return k2.arc_sort(fsa_vec_from_arrays([self._graph_arrays(t) for t in transcripts], "cpu"))
@@ -103,13 +115,10 @@ class CtcTopology(_BuiltinTopology):
 
     def __init__(self, num_labels: int, blank: int = 0, label_loop: Optional[float] = None,
                  blank_loop: Optional[float] = None):
-        name = "relaxed" if self.relaxed else "CTC"
-        super().__init__(None, num_labels, (blank,), None, token_offset=1, name=f"{name} topology")
+        name = "relaxed topology" if self.relaxed else "CTC topology"
+        super().__init__(num_labels, blank, None, name, label_loop, blank_loop, "blank_loop")
         self.blank = int(blank)
         self.label_loop, self.blank_loop = label_loop, blank_loop
-        self._token_lp = loop_scores(label_loop, "label_loop")
-        self._blank_lp = loop_scores(blank_loop, "blank_loop")
-        self._valid_tokens = [k != self.blank for k in range(self.num_labels)]
 
     def _build_fst(self) -> k2.Fsa:
         return self._fst_arrays(self.blank, 0, self._blank_lp, self._token_lp, self.relaxed)
@@ -169,15 +178,12 @@ class HmmTopology(_BuiltinTopology):
 
     def __init__(self, num_labels: int, silence: int = 0, label_loop: Optional[float] = 0.5,
                  silence_loop: Optional[float] = 0.96):
-        super().__init__(None, num_labels, (silence,), silence + 1, token_offset=1, name="HMM topology")
+        super().__init__(num_labels, silence, silence + 1, "HMM topology", label_loop, silence_loop, "silence_loop")
         self.silence = int(silence)
         self.label_loop, self.silence_loop = label_loop, silence_loop
-        self._token_lp = loop_scores(label_loop, "label_loop")
-        self._sil_lp = loop_scores(silence_loop, "silence_loop")
-        self._valid_tokens = [k != self.silence for k in range(self.num_labels)]
 
     def _build_fst(self) -> k2.Fsa:
-        return self._fst_arrays(self.silence, self.silence_symbol, self._sil_lp, self._token_lp, True)
+        return self._fst_arrays(self.silence, self.silence_symbol, self._blank_lp, self._token_lp, True)
 
     def _graph_arrays(self, words: Transcript):
         N = len(words)
@@ -195,8 +201,8 @@ class HmmTopology(_BuiltinTopology):
         aux[tok_idx] = a + self.token_offset
         is_tok = np.zeros(n, bool)
         is_tok[tok_idx] = True
-        loop_lp = np.where(is_tok, self._token_lp[0], self._sil_lp[0])
-        fwd_lp = np.where(is_tok, self._token_lp[1], self._sil_lp[1])
+        loop_lp = np.where(is_tok, self._token_lp[0], self._blank_lp[0])
+        fwd_lp = np.where(is_tok, self._token_lp[1], self._blank_lp[1])
         first = tok_idx[word_start] if N else np.zeros(0, np.int64)
         last = tok_idx[word_start + sizes - 1] if N else np.zeros(0, np.int64)
         within = tok_word[1:] == tok_word[:-1]

@@ -67,28 +67,16 @@ def occupancies(log_probs: torch.Tensor, lengths, graphs: TrainingGraphs, scales
     return v
 
 
-def full_sum_scores(
-    log_probs: torch.Tensor,
-    lengths,
-    graphs: TrainingGraphs,
-    posterior_scale: float = 1.0,
-    prior_scale: float = 0.0,
-    log_prior: Optional[torch.Tensor] = None,
-    transition_scale: float = 1.0,
-) -> torch.Tensor:
+def full_sum_scores(log_probs: torch.Tensor, lengths, graphs: TrainingGraphs, posterior_scale: float = 1.0,
+                    prior_scale: float = 0.0, log_prior: Optional[torch.Tensor] = None,
+                    transition_scale: float = 1.0) -> torch.Tensor:
     """:func:`total_scores` with the scales as keyword arguments (``-full_sum_loss``)."""
     return total_scores(log_probs, lengths, graphs, Scales(posterior_scale, prior_scale, log_prior, transition_scale))
 
 
-def full_sum_loss(
-    log_probs: torch.Tensor,
-    lengths,
-    graphs: TrainingGraphs,
-    posterior_scale: float = 1.0,
-    prior_scale: float = 0.0,
-    log_prior: Optional[torch.Tensor] = None,
-    transition_scale: float = 1.0,
-) -> torch.Tensor:
+def full_sum_loss(log_probs: torch.Tensor, lengths, graphs: TrainingGraphs, posterior_scale: float = 1.0,
+                  prior_scale: float = 0.0, log_prior: Optional[torch.Tensor] = None,
+                  transition_scale: float = 1.0) -> torch.Tensor:
     """Full-sum negative log-likelihood per utterance (eq. 5; eq. 6 with scales).
 
     ``-log Σ_paths exp(Σ_t [α·log_probs[t, y_t] − β·log_prior[y_t]] + γ·Σ transition log-probs)``.
@@ -115,15 +103,9 @@ def full_sum_loss(
     return -full_sum_scores(log_probs, lengths, graphs, posterior_scale, prior_scale, log_prior, transition_scale)
 
 
-def soft_alignment(
-    log_probs: torch.Tensor,
-    lengths,
-    graphs: TrainingGraphs,
-    posterior_scale: float = 1.0,
-    prior_scale: float = 0.0,
-    log_prior: Optional[torch.Tensor] = None,
-    transition_scale: float = 1.0,
-) -> torch.Tensor:
+def soft_alignment(log_probs: torch.Tensor, lengths, graphs: TrainingGraphs, posterior_scale: float = 1.0,
+                   prior_scale: float = 0.0, log_prior: Optional[torch.Tensor] = None,
+                   transition_scale: float = 1.0) -> torch.Tensor:
     """:func:`occupancies` (eq. 9) with the scales as keyword arguments (see :func:`full_sum_loss`)."""
     return occupancies(log_probs, lengths, graphs, Scales(posterior_scale, prior_scale, log_prior, transition_scale))
 

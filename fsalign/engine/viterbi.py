@@ -22,16 +22,9 @@ __all__ = ["viterbi_align", "best_paths"]
 _ON_INFEASIBLE = ("raise", "skip")
 
 
-def viterbi_align(
-    log_probs: torch.Tensor,
-    lengths,
-    graphs: TrainingGraphs,
-    posterior_scale: float = 1.0,
-    prior_scale: float = 0.0,
-    log_prior: Optional[torch.Tensor] = None,
-    transition_scale: float = 1.0,
-    on_infeasible: str = "raise",
-) -> List[Optional[Alignment]]:
+def viterbi_align(log_probs: torch.Tensor, lengths, graphs: TrainingGraphs, posterior_scale: float = 1.0,
+                  prior_scale: float = 0.0, log_prior: Optional[torch.Tensor] = None, transition_scale: float = 1.0,
+                  on_infeasible: str = "raise") -> List[Optional[Alignment]]:
     """Best path of every utterance under the path score of :func:`full_sum_loss`.
 
     The feasibility condition: an utterance needs at least as many frames as

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fsalign.results.metrics import check_ref_labels, framewise_nll
 from fsalign.scores.posterior import blank_separated_log_probs
 from fsalign.util import check_blank, valid_frame_mask
 
@@ -33,19 +34,6 @@ def _check_inputs(h: torch.Tensor, lengths: torch.Tensor, d_model: int) -> torch
     if h.dim() != 3 or h.shape[-1] != d_model:
         raise ValueError(f"h must be a tensor of shape (B, T, {d_model}), got {tuple(h.shape)}")
     return valid_frame_mask(lengths.to(h.device), h.shape[1], batch_size=h.shape[0])
-
-
-def _check_ref_labels(ref_labels: torch.Tensor, mask: torch.Tensor, num_labels: int) -> torch.Tensor:
-    if ref_labels.shape != mask.shape:
-        raise ValueError(f"ref_labels must have shape (B, T) = {tuple(mask.shape)}, got {tuple(ref_labels.shape)}")
-    ref_labels = ref_labels.to(mask.device).long()
-    valid = ref_labels[mask]
-    if valid.numel() > 0 and (int(valid.min()) < 0 or int(valid.max()) >= num_labels):
-        raise ValueError(
-            f"ref_labels on valid frames must be in [0, {num_labels}), "
-            f"got min {int(valid.min())} max {int(valid.max())}"
-        )
-    return ref_labels
 
 
 class SoftmaxHead(nn.Module):
@@ -117,11 +105,8 @@ class SoftmaxHead(nn.Module):
         Returns:
           Tensor of shape (B,): -sum_t log p(ref_t | h_t) over valid frames.
         """
-        mask = _check_inputs(h, lengths, self.d_model)
-        ref_labels = _check_ref_labels(ref_labels, mask, self.num_labels)
-        log_probs = self.log_probs(h)
-        picked = log_probs.gather(-1, ref_labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        return -torch.where(mask, picked, torch.zeros_like(picked)).sum(dim=1)
+        _check_inputs(h, lengths, self.d_model)
+        return framewise_nll(self.log_probs(h), lengths, ref_labels)
 
 
 class BlankSeparatedHead(SoftmaxHead):
@@ -221,7 +206,7 @@ class BlankSeparatedHead(SoftmaxHead):
           Tensor of shape (B,): summed framewise CE per sequence.
         """
         mask = _check_inputs(h, lengths, self.d_model)
-        ref_labels = _check_ref_labels(ref_labels, mask, self.num_labels)
+        ref_labels = check_ref_labels(ref_labels, mask, self.num_labels)
         z_blank = self.blank_logit(h)
         ref_blank = mask & (ref_labels == self.blank)
         ref_label = mask & (ref_labels != self.blank)

@@ -29,6 +29,8 @@ __all__ = [
     "ErrorStats",
     "TimeStampError",
     "framewise_ce",
+    "framewise_nll",
+    "check_ref_labels",
     "blank_posterior",
     "error_rate",
     "word_error_rate",
@@ -131,28 +133,54 @@ def _frame_mask(log_probs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return valid_frame_mask(lengths.to(log_probs.device), log_probs.shape[1], batch_size=log_probs.shape[0])
 
 
+def check_ref_labels(ref_labels: torch.Tensor, mask: torch.Tensor, num_labels: int) -> torch.Tensor:
+    """Validates a reference alignment against the valid-frame ``mask`` (B, T); returns it as int64.
+
+    Raises:
+      ValueError: a shape other than ``mask``'s, or a label on a valid frame outside ``[0, num_labels)``.
+    """
+    if ref_labels.shape != mask.shape:
+        raise ValueError(f"ref_labels must have shape (B, T) = {tuple(mask.shape)}, got {tuple(ref_labels.shape)}")
+    ref_labels = ref_labels.to(mask.device).long()
+    valid = ref_labels[mask]
+    if valid.numel() > 0 and (int(valid.min()) < 0 or int(valid.max()) >= num_labels):
+        raise ValueError(
+            f"ref_labels on valid frames must be in [0, {num_labels}), "
+            f"got min {int(valid.min())} max {int(valid.max())}"
+        )
+    return ref_labels
+
+
+def framewise_nll(log_probs: torch.Tensor, lengths: torch.Tensor, ref_labels: torch.Tensor) -> torch.Tensor:
+    """Framewise cross entropy w.r.t. a reference alignment (eq. 12, 18), summed per sequence, differentiable.
+
+    Args:
+      log_probs: Tensor of shape (B, T, C), normalised log-probabilities.
+      lengths: Tensor of shape (B,).
+      ref_labels: LongTensor of shape (B, T), reference column per frame (padding ignored).
+
+    Returns:
+      Tensor of shape (B,): -sum_t log p(ref_t | x_t) over the valid frames.
+    """
+    mask = _frame_mask(log_probs, lengths)
+    ref = check_ref_labels(ref_labels, mask, log_probs.shape[-1])
+    picked = log_probs.gather(-1, ref.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return -torch.where(mask, picked, torch.zeros_like(picked)).sum(dim=1)
+
+
 @torch.no_grad()
 def framewise_ce(log_probs: torch.Tensor, lengths: torch.Tensor, ref_labels: torch.Tensor) -> Average:
-    """Framewise cross entropy w.r.t. a reference alignment (eq. 12/18, A.4.2), per frame.
+    """Framewise cross entropy per frame ("Fw. CE" in Tables 1, 10-13, A.4.2): :func:`framewise_nll` averaged.
 
-    ``total`` is -sum_t log p(ref_t | x_t) over the valid frames, ``count`` the
-    number of frames ("Fw. CE" in Tables 1, 10-13 is ``value``). For training
-    with this criterion use the heads' ``framewise_ce`` (differentiable).
+    ``total`` is -sum_t log p(ref_t | x_t) over the valid frames, ``count`` the number of frames.
 
     Args:
       log_probs: Tensor of shape (B, T, C), normalised log-probabilities.
       lengths: Tensor of shape (B,).
       ref_labels: LongTensor of shape (B, T), reference column per frame (padding ignored).
     """
-    mask = _frame_mask(log_probs, lengths)
-    if ref_labels.shape != mask.shape:
-        raise ValueError(f"ref_labels must have shape (B, T) = {tuple(mask.shape)}, got {tuple(ref_labels.shape)}")
-    ref = ref_labels.to(log_probs.device).long()
-    num_labels = log_probs.shape[-1]
-    if bool(((ref[mask] < 0) | (ref[mask] >= num_labels)).any()):
-        raise ValueError(f"ref_labels on valid frames must be in [0, {num_labels})")
-    picked = log_probs.gather(-1, ref.clamp(0, num_labels - 1).unsqueeze(-1)).squeeze(-1)
-    return Average(-float(picked[mask].double().sum()), int(mask.sum()))
+    nll = framewise_nll(log_probs.double(), lengths, ref_labels)
+    return Average(float(nll.sum()), int(lengths.sum()))
 
 
 @torch.no_grad()

@@ -169,27 +169,20 @@ def gradscore_matrix(
                        time_offset_s=0.0, tokens=tokens, name=name)
 
 
-def grad_align(
-    G: torch.Tensor,
-    lengths: torch.Tensor,
-    transcripts: Sequence[Sequence[Sequence[int]]],
-    variant: str = "grad",
-    blank_score: float = -6.0,
-    percentile: float = 60.0,
-    label_lengths: Optional[torch.Tensor] = None,
-    on_infeasible: str = "raise",
-) -> List[Optional[Alignment]]:
+def grad_align(G: torch.Tensor, lengths: torch.Tensor, transcripts: Sequence[Sequence[Sequence[int]]],
+               variant: str = "grad", blank_score: float = -6.0, percentile: float = 60.0,
+               label_lengths: Optional[torch.Tensor] = None, on_infeasible: str = "raise") -> List[Optional[Alignment]]:
     """GradScore / GradScoreExt alignment (eq. 24-25, 43-48) at the input frame rate.
 
     The best paths of :func:`gradscore_matrix`.
 
     Args:
-      G: Tensor of shape (B, S, T') from :func:`fsalign.scores.gradient.gradient_scores`.
-      lengths: Tensor of shape (B,), valid input frames.
-      transcripts: utterance -> words -> token ids (the same as for ``G``).
-      variant: "grad" (GradScore) or "gradext" (GradScoreExt).
-      blank_score: γ_ε (GradScore).
-      percentile: γ_percentile in percent (GradScoreExt).
+      G: Tensor of shape (B, S, T') (as for :func:`gradscore_matrix`).
+      lengths: Tensor of shape (B,), input frames.
+      transcripts: the token ids per word of each utterance.
+      variant: "grad" or "gradext".
+      blank_score: γ_ε.
+      percentile: γ_percentile.
       label_lengths: optional Tensor of shape (B,); checked against the transcripts.
       on_infeasible: as in :func:`fsalign.viterbi_align` ("raise" or "skip").
 

@@ -43,13 +43,8 @@ _MIN_MASS_RATIO = 1e-3
 LogProbsFn = Callable[[torch.Tensor], torch.Tensor]
 
 
-def normed_grad_factor(
-    soft_alignment: torch.Tensor,
-    frame_mask: torch.Tensor,
-    v_min: float = 0.5,
-    v_max: float = 1.1,
-    scope: str = "batch",
-) -> torch.Tensor:
+def normed_grad_factor(soft_alignment: torch.Tensor, frame_mask: torch.Tensor, v_min: float = 0.5,
+                       v_max: float = 1.1, scope: str = "batch") -> torch.Tensor:
     """Per-class gradient factor of eq. (11): clamp((vbar * C)^-1, v_min, v_max).
 
     ``vbar`` (eq. 10) is the mean of ``soft_alignment`` over the frames in
@@ -126,14 +121,8 @@ class _NormedGradLogProbs(torch.autograd.Function):
         return grad_logits, None, None, None, None, None
 
 
-def normed_grad_log_softmax(
-    logits: torch.Tensor,
-    lengths: torch.Tensor,
-    v_min: float = 0.5,
-    v_max: float = 1.1,
-    scope: str = "batch",
-    log_probs_fn: Optional[LogProbsFn] = None,
-) -> torch.Tensor:
+def normed_grad_log_softmax(logits: torch.Tensor, lengths: torch.Tensor, v_min: float = 0.5, v_max: float = 1.1,
+                            scope: str = "batch", log_probs_fn: Optional[LogProbsFn] = None) -> torch.Tensor:
     """log_softmax whose backward rescales the gradient per class (eq. 11).
 
     Forward: ``log_softmax(logits)`` (or ``log_probs_fn(logits)``, e.g.
