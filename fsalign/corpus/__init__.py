@@ -1,4 +1,4 @@
-"""Corpora: preparation into Lhotse cuts, batches of cuts, tokenizers and pronunciation lexicons.
+"""Corpora: layouts -> Lhotse cuts, preparation, batches, text normalisation, tokenizers, lexicons and G2P.
 
 Names are imported on first use (lhotse and sentencepiece load only when needed).
 """
@@ -19,6 +19,13 @@ _LAZY = {
     "PhoneTokenizer": "fsalign.corpus.tokenizers",
     "read_lexicon": "fsalign.corpus.tokenizers",
     "normalize_words": "fsalign.corpus.tokenizers",
+    "G2P": "fsalign.corpus.g2p",
+    "normalize": "fsalign.corpus.normalize",
+    "spoken_words": "fsalign.corpus.normalize",
+    "WrittenWord": "fsalign.corpus.normalize",
+    "LoadedCorpus": "fsalign.corpus.layouts",
+    "detect_layout": "fsalign.corpus.layouts",
+    "load_corpus": "fsalign.corpus.layouts",
 }
 
 __all__ = sorted(_LAZY)

@@ -23,6 +23,7 @@ from lhotse.cut import Cut
 from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
 from lhotse.features import FeatureExtractor
 
+from fsalign.corpus.recordings import ChannelMeanDownmix  # noqa: F401  (lhotse reads mono downmixes with it)
 from fsalign.corpus.tokenizers import Tokenizer, normalize_words
 from fsalign.errors import FsalignError
 from fsalign.results.manifests import ALIGNMENT_KINDS, cut_spans
