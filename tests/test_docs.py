@@ -111,9 +111,14 @@ def check_command(command: str) -> None:
         return
     if words[0] in ("pip", "python3.9") or words[:3] == ["python", "-m", "pip"] or words[0] in ("cd", "export"):
         return
-    if words[0] == "torchrun":
-        words = ["python"] + [w for w in words[1:] if not w.startswith("--")][-1:] + \
-            words[[i for i, w in enumerate(words) if w.endswith(".py")][0] + 1:]
+    if words[0] == "torchrun":  # the launcher's options, then a script or -m module with its own arguments
+        if "-m" in words:
+            module = words[words.index("-m") + 1]
+            assert module == "fsalign.cli.main", f"no check for torchrun -m {module}: {command}"
+            words = ["fsalign"] + words[words.index("-m") + 2:]
+        else:
+            script = next(i for i, w in enumerate(words) if w.endswith(".py"))
+            words = ["python"] + words[script:]
     if words[0] == "fsalign":
         from fsalign.cli.main import main
 

@@ -173,23 +173,39 @@ class Aligner:
                     "too short", f"{int(matrix.lengths[k])} frames of {matrix.frame_step_s * 1000:g} ms, "
                                  f"the transcript needs {int(matrix.min_frames[k])}"))
             else:
+                written = batch.written[b] if batch.written else None
                 out[cut_id] = AlignResult(cut_id, duration, self.times(matrix, cut_id, duration, batch.words[b],
-                                                                       batch.transcripts[b], ali))
+                                                                       batch.transcripts[b], ali, written))
         return out
 
     def times(self, matrix: ScoreMatrix, cut_id: str, duration: Seconds, words: List[str],
-              transcript: List[List[int]], ali: Alignment) -> UtteranceTimes:
-        """Seconds of the word and token spans of ``ali`` (clipped to [0, ``duration``])."""
+              transcript: List[List[int]], ali: Alignment, written=None) -> UtteranceTimes:
+        """Seconds of the word and token spans of ``ali`` (clipped to [0, ``duration``]).
+
+        With ``written`` (the cut's :class:`~fsalign.corpus.normalize.WrittenWord` s), every written
+        token that became spoken words spans from the start of its first word to the end of its
+        last (``UtteranceTimes.written``); a token that says nothing (a dash) gets no time.
+        """
 
         def span(label: str, frames) -> TimedSpan:
             start, end = matrix.seconds(frames)
             return TimedSpan(label, round(min(start, duration), 9), round(min(end, duration), 9))
 
-        if len(words) != len(transcript):  # a tokenizer that splits differently: name words by their tokens
+        split_otherwise = len(words) != len(transcript)
+        if split_otherwise:  # a tokenizer that splits differently: name words by their tokens
             words = [self.tokenizer.decode([w]).replace(" ", "_") for w in transcript]
         names = self.tokenizer.token_names
-        return UtteranceTimes(cut_id, duration, [span(words[w.index], w) for w in ali.words],
-                              [span(names[t.token], t) for t in ali.tokens])
+        word_spans = [span(words[w.index], w) for w in ali.words]
+        written_spans = []
+        if written and not split_otherwise:
+            k = 0
+            for token in written:
+                n = len(token.spoken)
+                if n:
+                    written_spans.append(TimedSpan(token.text, word_spans[k].start, word_spans[k + n - 1].end))
+                k += n
+        return UtteranceTimes(cut_id, duration, word_spans, [span(names[t.token], t) for t in ali.tokens],
+                              written=written_spans)
 
 
 class _Plan:

@@ -142,6 +142,8 @@ class Journal:
             else:
                 entry["words"] = [[s.label, s.start, s.end] for s in r.times.words]
                 entry["tokens"] = [[s.label, s.start, s.end] for s in r.times.tokens]
+                if r.times.written:
+                    entry["written"] = [[s.label, s.start, s.end] for s in r.times.written]
             entries.append(entry)
         for entry, offset in zip(entries, self._write(entries)):
             self._record(entry, offset)
@@ -154,7 +156,9 @@ class Journal:
             return AlignResult(cut_id, entry["duration"], error=entry["error"])
         words = [TimedSpan(*s) for s in entry["words"]]
         tokens = [TimedSpan(*s) for s in entry["tokens"]]
-        return AlignResult(cut_id, entry["duration"], UtteranceTimes(cut_id, entry["duration"], words, tokens))
+        written = [TimedSpan(*s) for s in entry.get("written", [])]
+        return AlignResult(cut_id, entry["duration"],
+                           UtteranceTimes(cut_id, entry["duration"], words, tokens, written=written))
 
     def close(self) -> None:
         """Close the journal file."""

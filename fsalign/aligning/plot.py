@@ -44,7 +44,7 @@ def plot_grad_scores(
 
     Args:
       G: Tensor of shape (S, T') for one utterance, from
-        :func:`fsalign.scores.gradscore.gradient_scores` (``G[b]``).
+        :func:`fsalign.scores.gradient.gradient_scores` (``G[b]``).
       num_frames: valid frames T'_b.
       num_labels: valid positions S_b.
       token_names: optional S_b names for the y axis.
@@ -332,12 +332,13 @@ def score_cut(
         frames for the transcript, or scores with NaN.
     """
     from fsalign.aligning.aligner import make_scorer
-    from fsalign.corpus.tokenizers import normalize_words
+    from fsalign.corpus.normalize import spoken_words
     from fsalign.errors import FsalignError
 
     if scorer is None:
         scorer = make_scorer(loaded, kind, topology, prior_scale, blank_penalty, grad_p=p, **options)
-    transcript = loaded.tokenizer.encode(text)
+    words = spoken_words(text)
+    transcript = loaded.tokenizer.encode(" ".join(words))
     if transcript is None:
         raise FsalignError(f"cut {utt_id}: cannot encode {text!r}: {loaded.tokenizer.find_oov(text)} out of vocabulary")
     device = next(loaded.model.parameters()).device
@@ -350,7 +351,7 @@ def score_cut(
         raise FsalignError(f"cut {utt_id}: {int(matrix.lengths[0])} frames, the transcript needs "
                            f"{int(matrix.min_frames[0])}")
     matrix.scores = matrix.scores.detach().cpu()
-    return CutScores(matrix, alignment, normalize_words(text))
+    return CutScores(matrix, alignment, words)
 
 
 def plot_cut_alignment(

@@ -1,8 +1,10 @@
 """The `fsalign` command line: thin click commands that import lazily and call one library function.
 
-Commands so far: ``fsalign synth`` (one synthetic-laboratory configuration), ``fsalign align``
-(a corpus of lhotse cuts -> CTM / TextGrids / cuts with alignments, resumable and shardable) and
-``fsalign merge`` (joins the outputs of sharded ``align`` runs), ``fsalign tse`` and ``fsalign plot``.
+Commands: ``fsalign align-corpus`` (a user's corpus folder -> a model trained on it, if none is
+given, and one TextGrid per audio file), ``fsalign align`` (a corpus of lhotse cuts -> CTM /
+TextGrids / cuts with alignments, resumable and shardable), ``fsalign merge`` (joins the outputs
+of sharded ``align`` runs), ``fsalign tse``, ``fsalign plot`` and ``fsalign synth`` (one
+synthetic-laboratory configuration).
 """
 import click
 
@@ -13,6 +15,7 @@ class _LazyGroup(click.Group):
     _commands = {
         "synth": ("fsalign.cli.synth", "synth"),
         "align": ("fsalign.cli.align", "align"),
+        "align-corpus": ("fsalign.cli.corpus", "align_corpus"),
         "merge": ("fsalign.cli.align", "merge"),
         "tse": ("fsalign.cli.evaluate", "tse"),
         "plot": ("fsalign.cli.evaluate", "plot"),

@@ -23,8 +23,9 @@ from lhotse.cut import Cut
 from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
 from lhotse.features import FeatureExtractor
 
+from fsalign.corpus.normalize import WrittenWord, normalize
 from fsalign.corpus.recordings import ChannelMeanDownmix  # noqa: F401  (lhotse reads mono downmixes with it)
-from fsalign.corpus.tokenizers import Tokenizer, normalize_words
+from fsalign.corpus.tokenizers import Tokenizer
 from fsalign.errors import FsalignError
 from fsalign.results.manifests import ALIGNMENT_KINDS, cut_spans
 from fsalign.results.times import TimedSpan
@@ -90,10 +91,12 @@ class Batch:
       feature_lengths: Tensor of shape (B,), int64 frames of each cut.
       transcripts: token ids per word per cut (``list[list[list[int]]]``), as
         ``Topology.compile`` takes them.
-      texts: transcript strings.
+      texts: transcript strings, as written.
       cut_ids: lhotse cut ids of the B cuts.
       durations: their durations in seconds.
-      words: per cut, its words as the tokenizer split them (one per transcript word).
+      words: per cut, its spoken words (:func:`fsalign.corpus.normalize.normalize`: one per
+        transcript word, in the transcripts' order).
+      written: per cut, its written tokens, each with the spoken words it became.
       word_alignments: per cut, the reference word spans (relative to the cut start, silence
         dropped; :func:`reference_words`) or None if the supervisions have none.
       failed: cut id -> reason (:func:`failure_reason`), for the cuts of this batch that
@@ -109,6 +112,7 @@ class Batch:
     cut_ids: List[str]
     durations: List[Seconds] = field(default_factory=list)
     words: List[List[str]] = field(default_factory=list)
+    written: List[List[WrittenWord]] = field(default_factory=list)
     word_alignments: List[Optional[List[TimedSpan]]] = field(default_factory=list)
     failed: Dict[str, str] = field(default_factory=dict)
     order: List[Tuple[str, Seconds]] = field(default_factory=list)
@@ -144,8 +148,9 @@ class Batch:
             return [items[i] for i in idx] if items else items
 
         return Batch(self.features[idx, :longest], lengths, pick(self.transcripts), pick(self.texts),
-                     pick(self.cut_ids), pick(self.durations), pick(self.words), pick(self.word_alignments), {},
-                     [(self.cut_ids[i], self.durations[i]) for i in idx], self.frame_shift_s)
+                     pick(self.cut_ids), pick(self.durations), pick(self.words), pick(self.written),
+                     pick(self.word_alignments), {}, [(self.cut_ids[i], self.durations[i]) for i in idx],
+                     self.frame_shift_s)
 
 
 def cut_text(cut: Cut) -> str:
@@ -219,30 +224,36 @@ class CutDataset(torch.utils.data.Dataset):
                 f"cut {cut.id}: expected shape (T' > 0, {self.num_features}), got {tuple(feats.shape)}"))
         return feats
 
-    def _transcript(self, cut: Cut) -> Tuple[Optional[str], Optional[List[List[int]]], Optional[str]]:
-        """(text, token ids, failure reason): ids None and a reason when the cut cannot be used."""
+    def _transcript(self, cut: Cut) -> Tuple[str, List[WrittenWord], Optional[List[List[int]]], Optional[str]]:
+        """(text, written words, token ids, failure reason): ids None and a reason when the cut cannot be used.
+
+        The tokenizer encodes the spoken words of the text (:func:`fsalign.corpus.normalize.normalize`).
+        """
         text = cut_text(cut)
-        if not text:
-            return text, None, failure_reason("no transcript", f"cut {cut.id} has no supervision text")
+        written = normalize(text)
+        spoken = " ".join(w for token in written for w in token.spoken)
+        if not spoken:
+            detail = f"cut {cut.id} has no supervision text" if not text else f"cut {cut.id}: no word in {text!r}"
+            return text, written, None, failure_reason("no transcript", detail)
         try:
-            ids = self.tokenizer.encode(text)
+            ids = self.tokenizer.encode(spoken)
         except FsalignError as e:
             if self.on_error == "raise":
                 raise FsalignError(f"cut {cut.id}: {e}") from None
-            return text, None, failure_reason("unknown units", e)
+            return text, written, None, failure_reason("unknown units", e)
         if ids is None:
-            bad = self.tokenizer.find_oov(text)
-            return text, None, failure_reason(
+            bad = self.tokenizer.find_oov(spoken)
+            return text, written, None, failure_reason(
                 "unknown units", f"the {self.tokenizer.unit} tokenizer cannot encode {bad[:10]} in {text!r}")
-        return text, ids, None
+        return text, written, ids, None
 
     def __getitem__(self, cuts: CutSet) -> Batch:
         if self.sort:
             cuts = cuts.sort_by_duration(ascending=False)
-        kept, feats, transcripts, texts, failed, order = [], [], [], [], {}, []
+        kept, feats, transcripts, texts, written, failed, order = [], [], [], [], [], {}, []
         for cut in cuts:
             order.append((cut.id, float(cut.duration)))
-            text, ids, reason = self._transcript(cut)
+            text, words, ids, reason = self._transcript(cut)
             if reason is None:
                 try:
                     feats.append(self.features(cut))
@@ -258,6 +269,7 @@ class CutDataset(torch.utils.data.Dataset):
             kept.append(cut)
             transcripts.append(ids)
             texts.append(text)
+            written.append(words)
         lengths = torch.tensor([f.shape[0] for f in feats], dtype=torch.int64)
         padded = (torch.nn.utils.rnn.pad_sequence(feats, batch_first=True) if feats
                   else torch.zeros(0, 0, self.num_features))
@@ -268,7 +280,8 @@ class CutDataset(torch.utils.data.Dataset):
             texts=texts,
             cut_ids=[cut.id for cut in kept],
             durations=[float(cut.duration) for cut in kept],
-            words=[normalize_words(t) for t in texts],
+            words=[[w for token in ws for w in token.spoken] for ws in written],
+            written=written,
             word_alignments=[reference_words(cut) for cut in kept],
             failed=failed,
             order=order,

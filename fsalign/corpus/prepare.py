@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from fsalign.corpus.cuts import SAMPLING_RATE, default_extractor
+from fsalign.corpus.normalize import spoken_words
 from fsalign.corpus.tokenizers import (
     CharTokenizer,
     PhoneTokenizer,
@@ -39,6 +40,7 @@ __all__ = [
     "UNITS",
     "prepare_manifests",
     "compute_features",
+    "compute_cut_features",
     "prepare_tokenizers",
     "read_texts",
     "add_arguments",
@@ -110,7 +112,7 @@ def compute_features(output_dir: Pathlike, parts: Sequence[str], num_jobs: int =
     ``num_jobs > 1``) and ``DATA/cuts_<part>.jsonl.gz``;
     one cut per utterance, cut id = utterance id. Audio that is not 16 kHz is resampled.
     """
-    from lhotse import CutSet, LilcomChunkyWriter, load_manifest
+    from lhotse import CutSet, load_manifest
 
     output_dir = Path(output_dir)
     for part in parts:
@@ -125,36 +127,56 @@ def compute_features(output_dir: Pathlike, parts: Sequence[str], num_jobs: int =
         cuts = CutSet.from_manifests(
             recordings=load_manifest(paths["recordings"]), supervisions=load_manifest(paths["supervisions"])
         ).trim_to_supervisions(keep_overlapping=False)
-        cuts = CutSet.from_cuts(c if c.sampling_rate == SAMPLING_RATE else c.resample(SAMPLING_RATE) for c in cuts)
-        storage = output_dir / f"feats_{part}"
-        # Left over from an interrupted run: LilcomChunkyWriter writes <storage>.lca with one
-        # job and a directory <storage>/ of .lca files with several.
-        shutil.rmtree(storage, ignore_errors=True)
-        storage.with_suffix(".lca").unlink(missing_ok=True)
-        logger.info("stage 2: computing features of %s (%d cuts)", part, len(cuts))
-        # One torch thread per job: fbank of one utterance is too small to gain from threads,
-        # and worker processes with several threads each can stall (lhotse warns about it).
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        executor = None
-        if num_jobs > 1:
-            executor = ProcessPoolExecutor(num_jobs, mp_context=multiprocessing.get_context("spawn"),
-                                           initializer=_single_thread)  # fmt: skip
-        try:
-            computed = cuts.compute_and_store_features(
-                extractor=default_extractor(), storage_path=storage, num_jobs=num_jobs,
-                storage_type=LilcomChunkyWriter, progress_bar=False, executor=executor,
-            )  # fmt: skip
-        finally:
-            torch.set_num_threads(threads)
-            if executor is not None:
-                executor.shutdown()
-        lost = sorted(set(cuts.ids) - set(computed.ids))
-        if lost:  # lhotse drops cuts whose audio cannot be read
-            logger.warning("stage 2: %d cut(s) of %s left out, audio unreadable: %s", len(lost), part, lost)
+        logger.info("stage 2: computing features of %s", part)
+        computed = compute_cut_features(cuts, output_dir / f"feats_{part}", num_jobs)
         tmp = cuts_path.with_name(".tmp_" + cuts_path.name)
         computed.to_file(tmp)
         tmp.replace(cuts_path)
+
+
+def compute_cut_features(cuts, storage: Path, num_jobs: int = 1, progress: bool = False):
+    """The training fbank (:func:`fsalign.corpus.cuts.default_extractor`) of every cut, stored with lilcom.
+
+    Audio that is not 16 kHz is resampled first. Features go to ``<storage>.lca`` (one job) or a
+    folder ``<storage>/`` (several); leftovers of an interrupted run there are removed first.
+
+    Args:
+      cuts: a CutSet.
+      storage: where the features go (without suffix).
+      num_jobs: worker processes (one torch thread each).
+      progress: show lhotse's progress bar.
+
+    Returns:
+      The cuts with features, in the same order; cuts whose audio cannot be read are left out
+      (logged).
+    """
+    from lhotse import CutSet, LilcomChunkyWriter
+
+    cuts = CutSet.from_cuts([c if c.sampling_rate == SAMPLING_RATE else c.resample(SAMPLING_RATE) for c in cuts])
+    shutil.rmtree(storage, ignore_errors=True)
+    storage.with_suffix(".lca").unlink(missing_ok=True)
+    # One torch thread per job: fbank of one utterance is too small to gain from threads,
+    # and worker processes with several threads each can stall (lhotse warns about it).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    executor = None
+    if num_jobs > 1:
+        executor = ProcessPoolExecutor(num_jobs, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_single_thread)
+    try:
+        computed = cuts.compute_and_store_features(
+            extractor=default_extractor(), storage_path=storage, num_jobs=num_jobs,
+            storage_type=LilcomChunkyWriter, progress_bar=progress, executor=executor,
+        )
+    finally:
+        torch.set_num_threads(threads)
+        if executor is not None:
+            executor.shutdown()
+    lost = sorted(set(cuts.ids) - set(computed.ids))
+    if lost:  # lhotse drops cuts whose audio cannot be read
+        logger.warning("%d cut(s) left out, audio unreadable: %s", len(lost), lost[:20])
+    order = {cut_id: k for k, cut_id in enumerate(cuts.ids)}
+    return CutSet.from_cuts(sorted(computed, key=lambda c: order[c.id]))
 
 
 def _single_thread() -> None:
@@ -222,7 +244,8 @@ def prepare_tokenizers(output_dir: Pathlike, parts: Sequence[str], train_part: s
     unknown = [u for u in units if u not in UNITS]
     if unknown:
         raise FsalignError(f"units must be among {UNITS}, got {unknown}")
-    texts = {part: read_texts(output_dir, part) for part in dict.fromkeys([train_part, *parts])}
+    texts = {part: [" ".join(spoken_words(t)) for t in read_texts(output_dir, part)]  # as CutDataset encodes them
+             for part in dict.fromkeys([train_part, *parts])}
     all_texts = [t for part_texts in texts.values() for t in part_texts]
     tokenizers = {}
     for unit in units:

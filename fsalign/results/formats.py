@@ -21,7 +21,7 @@ file) and replace a final file atomically (temporary file in the same folder + `
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Optional
 
 from fsalign.errors import FsalignError
 from fsalign.results.manifests import (
@@ -37,7 +37,7 @@ from fsalign.results.times import (
     is_silence,
     words_only,
 )
-from fsalign.util import Pathlike, atomic_open, atomic_path
+from fsalign.util import Pathlike, Seconds, atomic_open, atomic_path
 
 __all__ = [
     "TimedSpan",
@@ -48,6 +48,7 @@ __all__ = [
     "write_ctm",
     "read_ctm",
     "write_textgrid",
+    "write_recording_textgrid",
     "read_textgrid",
     "cut_with_alignment",
     "read_alignments",
@@ -142,27 +143,49 @@ def _tier_entries(spans: List[TimedSpan], utt_id: str, tier: str) -> list:
     return entries
 
 
-def write_textgrid(utt: UtteranceTimes, path: Pathlike) -> None:
-    """Writes one Praat TextGrid (long format) with interval tiers "words" and "tokens".
+def write_textgrid(utt: UtteranceTimes, path: Pathlike, token_tier: str = "tokens") -> None:
+    """Writes one Praat TextGrid (long format) with interval tiers "words" and ``token_tier``.
 
-    The grid spans [0, duration] (or [0, last end] without a duration); the gaps between
-    spans are filled with empty intervals (praatio ``includeBlankSpaces``), as Praat needs.
+    The words tier holds the words as written where the utterance has them
+    (``UtteranceTimes.written``), else its words. The grid spans [0, duration] (or [0, last end]
+    without a duration); the gaps between spans are filled with empty intervals (praatio
+    ``includeBlankSpaces``), as Praat needs: silence is an empty interval.
 
     Args:
       utt: the utterance; times are rounded to microseconds.
       path: the ``.TextGrid`` file, replaced atomically.
+      token_tier: name of the token tier ("tokens", or "phones" for a phone model).
+    """
+    write_recording_textgrid(path, utt.utt_id, utt.duration, [utt], token_tier)
+
+
+def write_recording_textgrid(path: Pathlike, name: str, duration: Optional[Seconds],
+                             utterances: List[UtteranceTimes], token_tier: str = "tokens") -> None:
+    """Writes one TextGrid holding several utterances of one recording (times relative to the recording).
+
+    Args:
+      path: the ``.TextGrid`` file, replaced atomically.
+      name: the recording, named in errors.
+      duration: the recording's length in seconds (None: the last span's end).
+      utterances: its utterances in time order, already shifted to recording time
+        (:meth:`UtteranceTimes.shifted`).
+      token_tier: name of the token tier.
+
+    Raises:
+      FsalignError: overlapping or empty spans, a span past the duration, or nothing to write.
     """
     from praatio import textgrid
     from praatio.data_classes.interval_tier import IntervalTier
 
-    tiers = {"words": _tier_entries(utt.words, utt.utt_id, "words"),
-             "tokens": _tier_entries(utt.tokens, utt.utt_id, "tokens")}
+    words = [s for u in utterances for s in (u.written or u.words)]
+    tokens = [s for u in utterances for s in u.tokens]
+    tiers = {"words": _tier_entries(words, name, "words"), token_tier: _tier_entries(tokens, name, token_tier)}
     last = max([e[1] for entries in tiers.values() for e in entries] + [0.0])
-    xmax = round(utt.duration, _TEXTGRID_DIGITS) if utt.duration is not None else last
+    xmax = round(duration, _TEXTGRID_DIGITS) if duration is not None else last
     if xmax < last:
-        raise FsalignError(f"utterance {utt.utt_id}: a span ends at {last} s, after its duration {utt.duration} s")
+        raise FsalignError(f"{name}: a span ends at {last} s, after its duration {duration} s")
     if xmax <= 0:
-        raise FsalignError(f"utterance {utt.utt_id}: cannot write a TextGrid of length 0")
+        raise FsalignError(f"{name}: cannot write a TextGrid of length 0")
     grid = textgrid.Textgrid()
     for name, entries in tiers.items():
         grid.addTier(IntervalTier(name, entries, 0.0, xmax))

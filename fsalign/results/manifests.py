@@ -59,7 +59,9 @@ def cut_with_alignment(cut, utt: UtteranceTimes):
     new_sups = []
     for index, sup in enumerate(sups):
         alignment = dict(sup.alignment or {})
-        for kind, spans in (("word", utt.words), ("token", utt.tokens)):
+        for kind, spans in (("word", utt.words), ("token", utt.tokens), ("written", utt.written)):
+            if kind == "written" and not spans:
+                continue
             mine = [s for s in spans if len(sups) == 1 or owner(s) == index]
             alignment[kind] = _alignment_items(mine, cut.start)
         new_sups.append(fastcopy(sup, alignment=alignment))

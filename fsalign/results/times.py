@@ -44,9 +44,12 @@ class UtteranceTimes:
     Attributes:
       utt_id: utterance (cut) id.
       duration: length of the utterance in seconds; None where the source does not say (CTM).
-      words: word spans in time order.
+      words: word spans in time order (the spoken words: what the model aligned).
       tokens: token spans in time order (may be empty).
       channel: the CTM channel column.
+      written: the transcript's words as written (``"Hello,"``, ``"40"``), each spanning the
+        spoken words it became (:func:`fsalign.corpus.normalize.normalize`); empty where the
+        source does not have them.
     """
 
     utt_id: str
@@ -54,6 +57,16 @@ class UtteranceTimes:
     words: List[TimedSpan] = field(default_factory=list)
     tokens: List[TimedSpan] = field(default_factory=list)
     channel: int = 1
+    written: List[TimedSpan] = field(default_factory=list)
+
+    def shifted(self, offset: Seconds) -> "UtteranceTimes":
+        """The same spans ``offset`` seconds later (e.g. relative to the recording instead of the cut)."""
+        def move(spans):
+            return [TimedSpan(s.label, round(s.start + offset, 9), round(s.end + offset, 9)) for s in spans]
+
+        duration = None if self.duration is None else self.duration + offset
+        return UtteranceTimes(self.utt_id, duration, move(self.words), move(self.tokens), self.channel,
+                              move(self.written))
 
     def spans(self, level: str = "word") -> List[TimedSpan]:
         """``words`` or ``tokens``."""

@@ -266,6 +266,9 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
         metrics = _finish(model, prior_loader, dev_loader, crit, args, device, last_path, best_path, tokenizer)
         writer.close()
     if world > 1:
+        # the DDP wrapper's reducer holds the process group: release it first, or destroying the
+        # group can wait forever for a gloo thread that needs the GIL this thread holds
+        del ddp_model
         dist.destroy_process_group()
     return metrics
 

@@ -63,7 +63,7 @@ def bad_cuts(setup):
     broken.write_bytes(utts[4][2].read_bytes())
     unreadable = make_cut("bad-audio", utts[4][1], broken)
     broken.write_bytes(b"this is not a flac file" * 100)
-    oov = make_cut("bad-oov", "HELLO 42 WORLDS", utts[5][2])
+    oov = make_cut("bad-text", "— … !?", utts[5][2])  # punctuation only: no word to align
     short = fastcopy(make_cut("bad-short", utts[6][1], utts[6][2]).truncate(duration=0.2), id="bad-short")
     nan = make_cut("bad-nan", utts[7][1], utts[7][2])
     feats = nan.compute_features(default_extractor())
@@ -241,9 +241,9 @@ def test_bad_inputs_reported_while_others_align(setup, bad_cuts, tmp_path):
     rows = (tmp_path / "out.ctm.failed.tsv").read_text().splitlines()
     assert rows[0] == "cut_id\treason"
     reasons = dict(row.split("\t") for row in rows[1:])
-    assert list(reasons) == ["bad-audio", "bad-oov", "bad-short", "bad-nan"]  # cuts' order
+    assert list(reasons) == ["bad-audio", "bad-text", "bad-short", "bad-nan"]  # cuts' order
     assert reasons["bad-audio"].startswith("unreadable audio: ")
-    assert reasons["bad-oov"].startswith("unknown units: ") and "'4'" in reasons["bad-oov"]
+    assert reasons["bad-text"].startswith("no transcript: ") and "no word in" in reasons["bad-text"]
     assert reasons["bad-short"].startswith("too short: 5 frames")
     assert reasons["bad-nan"].startswith("NaN scores")
     assert "aligned 4 of 8 utterances" in result.output and "4 failed" in result.output

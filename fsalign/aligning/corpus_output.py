@@ -1,0 +1,90 @@
+"""The outputs of aligning a user's corpus: files that mirror the corpus, a CTM and Lhotse cuts.
+
+* ``OUTPUT/<stem>.TextGrid`` for every aligned audio file (``cut.custom["output_stem"]``, e.g.
+  ``spk1/utt_007``), times from the start of that file: a recording cut into several segments gets
+  one TextGrid holding them all. Tiers: ``words`` (the words as written in the transcript,
+  ``"Hello,"``, ``"40"``, each spanning the spoken words it became) and ``phones`` (phone models)
+  or ``tokens`` (character and subword models); silence is an empty interval.
+* ``OUTPUT/alignments.ctm``: one line per *spoken* word (what the model aligned: ``FORTY``,
+  upper case, no punctuation, as scoring tools expect), ``<recording> 1 <start> <duration>
+  <word>`` with times from the start of the recording, recordings sorted, words in time order.
+* ``OUTPUT/alignments.jsonl.gz``: the cuts with ``alignment["word"]``, ``["token"]`` and
+  ``["written"]`` on their supervisions (:func:`fsalign.results.manifests.cut_with_alignment`).
+
+Every file is written atomically and deterministically (the same alignment gives the same bytes).
+"""
+import gzip
+import io
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, Iterable, Tuple
+
+from fsalign.aligning.journal import AlignResult
+from fsalign.results.formats import format_ctm, write_recording_textgrid
+from fsalign.results.manifests import cut_with_alignment
+from fsalign.results.times import UtteranceTimes
+from fsalign.util import atomic_open
+
+__all__ = ["CTM_NAME", "CUTS_NAME", "output_stem", "write_corpus_outputs"]
+
+CTM_NAME = "alignments.ctm"
+CUTS_NAME = "alignments.jsonl.gz"
+
+
+def output_stem(cut) -> str:
+    """Where a cut's TextGrid goes below the output folder (without ``.TextGrid``): its corpus path.
+
+    Cuts loaded by :func:`fsalign.corpus.layouts.load_corpus` carry it as
+    ``custom["output_stem"]``; other cuts use their recording id.
+    """
+    custom = cut.custom or {}
+    return str(custom.get("output_stem") or cut.recording_id)
+
+
+def _by_recording(results: Dict[str, AlignResult], cuts) -> Dict[str, Tuple[object, list]]:
+    """Recording id -> (a cut of it, [(cut, times shifted to the recording)] in time order); aligned cuts only."""
+    groups: Dict[str, list] = defaultdict(list)
+    first = {}
+    for cut in cuts:
+        result = results.get(cut.id)
+        if result is None or result.times is None:
+            continue
+        groups[cut.recording_id].append((cut, result.times.shifted(cut.start)))
+        first.setdefault(cut.recording_id, cut)
+    return {rec: (first[rec], sorted(items, key=lambda x: x[0].start)) for rec, items in groups.items()}
+
+
+def write_corpus_outputs(output_dir: Path, results: Iterable[AlignResult], cuts, token_tier: str = "tokens") -> int:
+    """Writes the TextGrids, the CTM and the cut manifest of an aligned corpus.
+
+    Args:
+      output_dir: the output folder.
+      results: one :class:`~fsalign.aligning.journal.AlignResult` per cut (failed ones are left out).
+      cuts: the corpus' cuts (any order; the manifest is written in this order).
+      token_tier: "phones" or "tokens".
+
+    Returns:
+      The number of TextGrid files written.
+    """
+    output_dir = Path(output_dir)
+    results = {r.cut_id: r for r in results}
+    cuts = list(cuts)
+    recordings = _by_recording(results, cuts)
+    for rec_id, (cut, items) in sorted(recordings.items()):
+        path = output_dir / f"{output_stem(cut)}.TextGrid"
+        write_recording_textgrid(path, rec_id, cut.recording.duration, [times for _, times in items], token_tier)
+    with atomic_open(output_dir / CTM_NAME, "w", encoding="utf-8", newline="\n") as f:
+        for rec_id in sorted(recordings):
+            for _, times in recordings[rec_id][1]:
+                f.write(format_ctm(UtteranceTimes(rec_id, None, times.words)))
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz:
+        for cut in cuts:
+            result = results.get(cut.id)
+            if result is not None and result.times is not None:
+                line = json.dumps(cut_with_alignment(cut, result.times).to_dict(), ensure_ascii=False)
+                gz.write((line + "\n").encode("utf-8"))
+    with atomic_open(output_dir / CUTS_NAME, "wb") as f:
+        f.write(buffer.getvalue())
+    return len(recordings)

@@ -1,0 +1,271 @@
+"""The stages of :func:`fsalign.aligning.workflow.align_corpus`, each resumable from its files in ``work/``."""
+import argparse
+import json
+import logging
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from fsalign.aligning.aligner import Aligner, align_cuts, make_scorer
+from fsalign.aligning.corpus_output import CTM_NAME, write_corpus_outputs
+from fsalign.aligning.journal import AlignResult, Journal
+from fsalign.errors import FsalignError
+from fsalign.util import Seconds, atomic_open
+
+__all__ = ["load", "units", "features", "train", "align", "report", "summary_lines", "split_dev", "default_epochs"]
+
+logger = logging.getLogger(__name__)
+
+UNTRAINED_LER = 0.8  # a model whose dev LER is above this has not learnt the units
+
+
+def _write_cuts(cuts, path: Path) -> None:
+    tmp = path.with_name(f".tmp_{path.name}")
+    cuts.to_file(tmp)
+    tmp.replace(path)
+
+
+def load(job, work: Path):
+    """Stage 1: the corpus as cuts (``work/corpus.jsonl.gz``) and what was skipped (``work/skipped.json``)."""
+    from lhotse import CutSet
+
+    from fsalign.corpus.layouts import LoadedCorpus, SkippedItem, load_corpus
+
+    cuts_path, skipped_path = work / "corpus.jsonl.gz", work / "skipped.json"
+    if cuts_path.is_file() and skipped_path.is_file():
+        skipped = [SkippedItem(**s) for s in json.loads(skipped_path.read_text())]
+        layout = json.loads((work / "settings.json").read_text()).get("layout")
+        return LoadedCorpus(CutSet.from_file(cuts_path).to_eager(), layout or "?", skipped)
+    corpus = load_corpus(job.corpus, job.layout, progress=job.progress)
+    with atomic_open(skipped_path, "w", encoding="utf-8") as f:
+        f.write(json.dumps([s.__dict__ for s in corpus.skipped], indent=1) + "\n")
+    _write_cuts(corpus.cuts, cuts_path)
+    logger.info("loaded %d utterances from %s (%s layout), skipped %d files", len(corpus.cuts), job.corpus,
+                corpus.layout, len(corpus.skipped))
+    return corpus
+
+
+def _spoken_words(cuts) -> List[str]:
+    from fsalign.corpus.cuts import cut_text
+    from fsalign.corpus.normalize import spoken_words
+
+    return [w for cut in cuts for w in spoken_words(cut_text(cut))]
+
+
+def units(job, work: Path, cuts) -> Tuple[Any, Dict[str, List[str]]]:
+    """Stage 2: the tokenizer (``work/lang_<unit>``) and the words the G2P model pronounced.
+
+    Returns:
+      ``(tokenizer, oovs_found)``; ``OUTPUT/oovs_found.txt`` lists the latter (``WORD PH1 PH2 ...``).
+    """
+    from fsalign.corpus.tokenizers import CharTokenizer, PhoneTokenizer, SentencePieceTokenizer, Tokenizer
+
+    lang = work / f"lang_{job.unit}"
+    oov_path = job.output / "oovs_found.txt"
+    if (lang / "tokenizer.json").is_file():
+        tokenizer = Tokenizer.load(lang)
+        found = getattr(tokenizer, "extra", {}) if tokenizer.unit == "phone" else {}
+        return tokenizer, dict(found)
+    words = _spoken_words(cuts)
+    if job.checkpoint is not None:
+        from fsalign.checkpoint import read_checkpoint
+
+        tokenizer = Tokenizer.from_dict(read_checkpoint(job.checkpoint)["tokenizer"])
+    elif job.unit == "phone":
+        tokenizer = PhoneTokenizer()
+    elif job.unit == "char":
+        tokenizer = CharTokenizer()
+    else:
+        from fsalign.corpus.cuts import cut_text
+        from fsalign.corpus.normalize import spoken_words
+
+        texts = [" ".join(spoken_words(cut_text(c))) for c in cuts]
+        model_type = "unigram" if job.unit == "spm" else "bpe"
+        tokenizer = SentencePieceTokenizer.train(texts, job.vocab_size, model_type, clamp=True)
+    found: Dict[str, List[str]] = {}
+    if tokenizer.unit == "phone":
+        tokenizer.oov = job.oov
+        if job.oov == "g2p":
+            found = tokenizer.pronounce_missing(words)
+    else:
+        tokenizer.oov = "error" if job.oov == "error" else "skip"
+    missing = sorted(set(tokenizer.find_oov(" ".join(words))))
+    if missing and job.oov == "error":
+        raise FsalignError(f"{len(missing)} word(s) the {tokenizer.unit} units cannot spell: {missing[:20]}; "
+                           f"pass --oov g2p or --oov skip")
+    tokenizer.save(lang)
+    with atomic_open(oov_path, "w", encoding="utf-8") as f:
+        f.write("".join(f"{w} {' '.join(p)}\n" for w, p in sorted(found.items())))
+    if found:
+        logger.info("%d words outside the lexicon pronounced by the G2P model: %s", len(found), oov_path)
+    return tokenizer, found
+
+
+def features(job, work: Path, cuts):
+    """Stage 3: fbank features of every cut (``work/cuts_all.jsonl.gz``, ``work/feats``)."""
+    from lhotse import CutSet
+
+    from fsalign.corpus.prepare import compute_cut_features
+
+    path = work / "cuts_all.jsonl.gz"
+    if path.is_file():
+        return CutSet.from_file(path).to_eager()
+    logger.info("computing features of %d utterances", len(cuts))
+    computed = compute_cut_features(cuts, work / "feats", job.num_jobs, progress=job.progress)
+    _write_cuts(computed, path)
+    return computed
+
+
+def default_epochs(train_minutes: float) -> int:
+    """Training epochs for a corpus of ``train_minutes`` of audio.
+
+    About 400 minutes of audio seen, at least 20 epochs (the recipe's setting for the shipped
+    20-minute corpus) and at most 100.
+    """
+    return int(min(100, max(20, math.ceil(400.0 / max(train_minutes, 1e-3)))))
+
+
+def split_dev(cut_ids: List[str]) -> List[str]:
+    """The held-out utterances: every k-th of the sorted ids, 5 % of them (at least 1, at most 100)."""
+    ids = sorted(cut_ids)
+    if len(ids) < 2:
+        return []
+    count = min(100, max(1, round(0.05 * len(ids))))
+    step = len(ids) / count
+    return [ids[int(k * step + step / 2)] for k in range(count)]
+
+
+def _train_args(job, work: Path, epochs: int) -> argparse.Namespace:
+    from fsalign.training import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    argv = ["--topology", "hmm" if job.unit == "phone" else "ctc", "--epochs", str(epochs), "--seed", str(job.seed),
+            "--resume"]
+    if job.device is not None:
+        argv += ["--device", job.device]
+    if not job.progress:
+        argv.append("--no-progress")
+    args = parser.parse_args(argv)
+    args.__dict__.update(unit=job.unit, data_dir=str(work), train_part="train", dev_part="dev",
+                         exp_dir=str(job.output / "model"))
+    return args
+
+
+def train(job, work: Path, cuts, tokenizer) -> Tuple[Path, Dict[str, Any]]:
+    """Stage 4: a held-out split and a model trained on the rest (``OUTPUT/model/best.pt``, resumable).
+
+    Returns:
+      ``(best checkpoint, its dev evaluation)``.
+    """
+    from lhotse import CutSet
+
+    from fsalign.training import train as run_training
+
+    model, eval_path = job.output / "model", job.output / "model" / "eval.json"
+    if eval_path.is_file():
+        return model / "best.pt", json.loads(eval_path.read_text())
+    dev_ids = set(split_dev(cuts.ids))
+    train_cuts = CutSet.from_cuts(c for c in cuts if c.id not in dev_ids)
+    dev_cuts = CutSet.from_cuts(c for c in cuts if c.id in dev_ids) if dev_ids else train_cuts.subset(first=1)
+    for name, part in (("train", train_cuts), ("dev", dev_cuts)):
+        if not (work / f"cuts_{name}.jsonl.gz").is_file():
+            _write_cuts(part, work / f"cuts_{name}.jsonl.gz")
+    minutes = sum(c.duration for c in train_cuts) / 60
+    epochs = job.epochs or default_epochs(minutes)
+    logger.info("training a %s model on %d utterances (%.1f min) for %d epochs, %d held out", job.unit,
+                len(train_cuts), minutes, epochs, len(dev_cuts))
+    run_training(_train_args(job, work, epochs))
+    return model / "best.pt", json.loads(eval_path.read_text())
+
+
+def align(job, work: Path, cuts, corpus_cuts, tokenizer, checkpoint: Path) -> List[AlignResult]:
+    """Stage 5: every cut aligned (journaled), then the outputs of :mod:`fsalign.aligning.corpus_output`."""
+    import torch
+    from tqdm import tqdm
+
+    from fsalign.checkpoint import load_checkpoint
+
+    device = job.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    loaded = load_checkpoint(checkpoint, device)
+    aligner = Aligner(make_scorer(loaded, "posterior"), tokenizer)
+    header = {"checkpoint": str(checkpoint), "size": checkpoint.stat().st_size, **aligner.settings()}
+    journal = Journal(work / "align.journal.jsonl", header)
+    try:
+        done = set(journal.offsets)
+        bar = tqdm(total=len(cuts), initial=len(done), unit="utt", desc="align", disable=not job.progress)
+        for results in align_cuts(aligner, cuts, max_duration=100.0, done=done):
+            journal.append(results)
+            bar.update(len(results))
+        bar.close()
+        results = [journal.get(cut_id) for cut_id in cuts.ids]
+    finally:
+        journal.close()
+    outputs = {c.id: c for c in corpus_cuts}  # without features: the manifest points at the audio
+    token_tier = "phones" if tokenizer.unit == "phone" else "tokens"
+    write_corpus_outputs(job.output, results, [outputs[c] for c in cuts.ids], token_tier)
+    return results
+
+
+def _measure(job, results: List[AlignResult]) -> Optional[Dict[str, Any]]:
+    if job.reference is None:
+        return None
+    from fsalign.results.compare import compare_alignments
+    from fsalign.results.formats import read_utterances
+
+    comparison = compare_alignments(read_utterances(job.reference), read_utterances(job.output / CTM_NAME))
+    return {k: v for k, v in comparison.to_dict().items() if k not in ("skipped", "only_in_ref")}
+
+
+def report(job, corpus, results: List[AlignResult], oovs: Dict[str, List[str]], evaluation: Optional[dict],
+           checkpoint: Path, stage_seconds: Dict[str, float], total_seconds: Seconds) -> Dict[str, Any]:
+    """The report (``OUTPUT/report.json`` and ``report.txt``): what was aligned, skipped and measured."""
+    failed = [{"cut": r.cut_id, "reason": r.error} for r in results if r.error is not None]
+    aligned = [r for r in results if r.error is None]
+    warnings = []
+    if evaluation is not None and evaluation.get("ler") is not None and evaluation["ler"] > UNTRAINED_LER:
+        warnings.append(f"the model looks untrained (dev label error rate {evaluation['ler']:.2f}): do not trust its "
+                        f"times; train longer (--epochs) or on more audio")
+    out = {
+        "corpus": str(job.corpus), "layout": corpus.layout, "output": str(job.output), "checkpoint": str(checkpoint),
+        "utterances": len(results), "aligned": len(aligned),
+        "aligned_seconds": round(sum(r.duration for r in aligned), 3),
+        "failed": failed, "skipped_files": [s.__dict__ for s in corpus.skipped],
+        "skipped_by_reason": dict(Counter(s.reason.split(":")[0] for s in corpus.skipped)),
+        "oov_words": sorted(oovs), "model_dev": evaluation, "reference": _measure(job, results),
+        "seconds": {"total": total_seconds, **stage_seconds}, "warnings": warnings, "nothing_to_do": False,
+    }
+    with atomic_open(job.output / "report.txt", "w", encoding="utf-8") as f:
+        f.write("\n".join(summary_lines(out)) + "\n")
+    with atomic_open(job.output / "report.json", "w", encoding="utf-8") as f:
+        f.write(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def summary_lines(report: Dict[str, Any]) -> List[str]:
+    """The human-readable report."""
+    lines = [f"aligned {report['aligned']} of {report['utterances']} utterances "
+             f"({report['aligned_seconds'] / 60:.1f} min of audio) from {report['corpus']} ({report['layout']} layout)"]
+    if report["skipped_files"]:
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(report["skipped_by_reason"].items()))
+        lines.append(f"skipped {len(report['skipped_files'])} files: {kinds}")
+    if report["failed"]:
+        kinds = Counter(f["reason"].split(":")[0] for f in report["failed"])
+        what = ", ".join(f"{n} {k}" for k, n in kinds.items())
+        lines.append(f"not aligned: {len(report['failed'])} utterances ({what})")
+    if report["oov_words"]:
+        lines.append(f"{len(report['oov_words'])} words outside the lexicon pronounced by G2P (oovs_found.txt)")
+    dev = report.get("model_dev")
+    if dev and dev.get("ler") is not None:
+        tse = f", dev TSE {dev['tse_boundary_ms']:.1f} ms" if dev.get("tse_boundary_ms") is not None else ""
+        lines.append(f"model: dev label error rate {dev['ler']:.3f} on {dev.get('utterances')} held-out "
+                     f"utterances{tse}")
+    ref = report.get("reference")
+    if ref:
+        lines.append(f"against the reference: TSE boundary {ref['tse_boundary_ms']:.1f} ms, centre "
+                     f"{ref['tse_centre_ms']:.1f} ms over {ref['num_words']} words")
+    seconds = report["seconds"]
+    lines.append("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))
+    lines += [f"WARNING: {w}" for w in report["warnings"]]
+    return lines

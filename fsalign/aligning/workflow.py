@@ -1,0 +1,189 @@
+"""Aligning a user's own corpus in one command (``fsalign align-corpus CORPUS OUTPUT``).
+
+What ``mfa train`` and ``mfa align`` do, in resumable stages under ``OUTPUT/work/``:
+
+1. **load**: the corpus in any layout of :mod:`fsalign.corpus.layouts` -> mono cuts at their
+   native rate (``work/corpus.jsonl.gz``); files without transcript or audio, or unreadable,
+   are listed and skipped;
+2. **units**: the tokenizer (the checkpoint's; else built for ``unit`` on the corpus' spoken
+   words: CMU phones, characters, or SentencePiece units clamped to what the text supports);
+   for phones, words no lexicon knows are pronounced by the G2P model and listed in
+   ``OUTPUT/oovs_found.txt``;
+3. **features**: 80-dim fbank at 16 kHz (``work/cuts_all.jsonl.gz``);
+4. **train** (without a checkpoint): a held-out split (``work/cuts_train``/``cuts_dev``), then
+   the recipe's converging defaults (HMM topology for phones with the prior warm-up, CTC
+   otherwise) with epochs adapted to the corpus' size, resumable (``OUTPUT/model/``);
+5. **align**: every cut, journaled (``work/align.journal.jsonl``), then the outputs of
+   :mod:`fsalign.aligning.corpus_output` (one TextGrid per audio file mirroring the corpus, a CTM,
+   Lhotse cuts) and ``OUTPUT/report.json`` / ``report.txt``.
+
+A stage whose output exists is not redone, so a rerun after a kill continues (training with
+``--resume``) and gives the same files; a rerun after success finds the report and does
+nothing. The settings are recorded in ``work/settings.json``: another run with other settings
+into the same folder is refused.
+"""
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from fsalign.aligning import corpus_stages as stages
+from fsalign.aligning.corpus_stages import default_epochs
+from fsalign.errors import FsalignError
+from fsalign.util import atomic_open, check_option, is_positive_int
+
+__all__ = ["UNITS", "CorpusJob", "align_corpus", "default_epochs"]
+
+logger = logging.getLogger(__name__)
+
+UNITS = ("phone", "char", "spm", "bpe")
+
+
+@dataclass
+class CorpusJob:
+    """What to align and how (the options of ``fsalign align-corpus``).
+
+    Attributes:
+      corpus: the corpus folder or manifest.
+      output: the output folder.
+      checkpoint: a trained model to align with (then nothing is trained), or None.
+      unit: the units of a model trained here: phone (HMM), char, spm or bpe (CTC).
+      layout: the corpus layout, or None to detect it.
+      epochs: training epochs, or None for :func:`~fsalign.aligning.corpus_stages.default_epochs`.
+      num_jobs: worker processes for feature extraction.
+      device: torch device, or None (cuda if available, else cpu).
+      oov: words missing from the lexicon (phone units): "g2p" (pronounce them), "skip"
+        (leave their utterances out) or "error".
+      vocab_size: SentencePiece vocabulary (spm, bpe), clamped to what the text supports.
+      reference: reference word times (any format ``fsalign tse`` reads) to measure against.
+      progress: progress bars.
+      seed: training seed.
+    """
+
+    corpus: Path
+    output: Path
+    checkpoint: Optional[Path] = None
+    unit: str = "phone"
+    layout: Optional[str] = None
+    epochs: Optional[int] = None
+    num_jobs: int = 1
+    device: Optional[str] = None
+    oov: str = "g2p"
+    vocab_size: int = 500
+    reference: Optional[Path] = None
+    progress: bool = True
+    seed: int = 42
+
+    def check(self) -> None:
+        """Validates every option before any work, with one line naming the option and the value.
+
+        Raises:
+          FsalignError: an option outside its range or an input that does not exist.
+        """
+        from fsalign.corpus.layouts import LAYOUTS
+
+        self.corpus, self.output = Path(self.corpus), Path(self.output)
+        if not self.corpus.exists():
+            raise FsalignError(f"corpus {self.corpus} does not exist")
+        check_option("--unit", self.unit, self.unit in UNITS, f"one of {UNITS}")
+        check_option("--layout", self.layout, self.layout is None or self.layout in LAYOUTS, f"one of {LAYOUTS}")
+        check_option("--epochs", self.epochs, self.epochs is None or is_positive_int(self.epochs), "an integer >= 1")
+        check_option("--num-jobs", self.num_jobs, is_positive_int(self.num_jobs), "an integer >= 1")
+        check_option("--oov", self.oov, self.oov in ("g2p", "skip", "error"), "one of g2p, skip, error")
+        check_option("--vocab-size", self.vocab_size, is_positive_int(self.vocab_size) and self.vocab_size >= 3,
+                     "an integer >= 3")
+        if self.checkpoint is not None and not Path(self.checkpoint).is_file():
+            raise FsalignError(f"checkpoint {self.checkpoint} does not exist")
+        if self.reference is not None and not Path(self.reference).exists():
+            raise FsalignError(f"reference {self.reference} does not exist")
+        if self.output.exists() and not self.output.is_dir():
+            raise FsalignError(f"output {self.output} is a file, not a folder")
+        if self.output.resolve() == self.corpus.resolve():
+            raise FsalignError("the output folder must not be the corpus folder")
+        try:
+            (self.output / "work").mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise FsalignError(f"cannot create the output folder {self.output}: {e.strerror or e}") from None
+
+    def settings(self) -> Dict[str, Any]:
+        """What determines the outputs (recorded in ``work/settings.json``)."""
+        d = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()
+             if k not in ("output", "progress", "num_jobs", "device", "reference")}
+        d["corpus"] = str(Path(self.corpus).resolve())
+        if self.checkpoint is not None:
+            stat = Path(self.checkpoint).stat()
+            d["checkpoint"] = {"path": str(Path(self.checkpoint).resolve()), "size": stat.st_size,
+                               "mtime_ns": stat.st_mtime_ns}
+        return d
+
+
+@dataclass
+class _Clock:
+    started: float = field(default_factory=time.perf_counter)
+    stages: Dict[str, float] = field(default_factory=dict)
+
+    def done(self, stage: str, since: float) -> None:
+        self.stages[stage] = round(time.perf_counter() - since, 1)
+
+
+def _check_settings(job: CorpusJob) -> None:
+    path = job.output / "work" / "settings.json"
+    settings = json.loads(json.dumps(job.settings()))
+    if path.is_file():
+        if json.loads(path.read_text()) != settings:
+            raise FsalignError(f"{job.output} holds a run with other settings or another corpus; choose another "
+                               f"output folder, or delete {job.output / 'work'} and {job.output / 'report.json'}")
+        return
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+
+def align_corpus(job: CorpusJob) -> Dict[str, Any]:
+    """Runs (or continues) the stages of the module docstring.
+
+    Args:
+      job: the options; checked first.
+
+    Returns:
+      The report (also ``OUTPUT/report.json``); ``report["nothing_to_do"]`` is True when an
+      earlier run had finished.
+
+    Raises:
+      FsalignError: an unusable option or input, with a one-line reason.
+    """
+    job.check()
+    report_path = job.output / "report.json"
+    _check_settings(job)
+    if report_path.is_file():
+        report = json.loads(report_path.read_text())
+        report["nothing_to_do"] = True
+        return report
+    clock = _Clock()
+    work = job.output / "work"
+    t = time.perf_counter()
+    corpus = stages.load(job, work)
+    clock.done("load", t)
+    t = time.perf_counter()
+    tokenizer, oovs = stages.units(job, work, corpus.cuts)
+    clock.done("units", t)
+    t = time.perf_counter()
+    cuts = stages.features(job, work, corpus.cuts)
+    clock.done("features", t)
+    checkpoint, evaluation = job.checkpoint, None
+    if checkpoint is None:
+        t = time.perf_counter()
+        checkpoint, evaluation = stages.train(job, work, cuts, tokenizer)
+        clock.done("train", t)
+    t = time.perf_counter()
+    results = stages.align(job, work, cuts, corpus.cuts, tokenizer, Path(checkpoint))
+    clock.done("align", t)
+    report = stages.report(job, corpus, results, oovs, evaluation, Path(checkpoint), clock.stages,
+                           round(time.perf_counter() - clock.started, 1))
+    return report
+
+
+def summary_lines(report: Dict[str, Any]) -> List[str]:
+    """The report as the lines ``fsalign align-corpus`` prints (and writes to ``report.txt``)."""
+    return stages.summary_lines(report)

@@ -1,0 +1,64 @@
+"""``fsalign align-corpus CORPUS OUTPUT``: word and phone times for a folder of recordings and transcripts."""
+import logging
+from pathlib import Path
+
+import click
+
+__all__ = ["align_corpus"]
+
+
+@click.command("align-corpus", context_settings={"show_default": True})
+@click.argument("corpus", type=click.Path(path_type=Path))
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="A trained model (EXP/best.pt) to align with; nothing is trained.  [default: train one on the "
+                   "corpus, kept at OUTPUT/model/best.pt]")
+@click.option("--unit", type=click.Choice(["phone", "char", "spm", "bpe"]), default="phone",
+              help="Units of the model trained here: phone (HMM topology, CMU phones) or char/spm/bpe (CTC).")
+@click.option("--epochs", type=int, default=None,
+              help="Training epochs.  [default: adapted to the corpus: 20 for 20 minutes of audio or more, more "
+                   "for less, at most 100]")
+@click.option("--layout", type=click.Choice(["mfa", "kaldi", "librispeech", "lhotse"]), default=None,
+              help="Corpus layout.  [default: detected]")
+@click.option("--oov", type=click.Choice(["g2p", "skip", "error"]), default="g2p",
+              help="Words no lexicon knows (phone units): pronounce them with the G2P model (listed in "
+                   "OUTPUT/oovs_found.txt), skip their utterances, or stop.")
+@click.option("--vocab-size", type=int, default=500, help="SentencePiece units (spm/bpe), clamped to what the text "
+                                                          "supports.")
+@click.option("--reference", type=click.Path(path_type=Path), default=None,
+              help="Reference word times (CTM, TextGrid folder, LibriSpeech alignments, cuts) to measure against; "
+                   "the TSE goes to the report.")
+@click.option("--num-jobs", type=int, default=1, help="Processes computing features.")
+@click.option("--device", default=None, help="Torch device.  [default: cuda if available, else cpu]")
+@click.option("--seed", type=int, default=42, help="Training seed.")
+@click.option("--progress/--no-progress", default=True, help="Progress bars.")
+def align_corpus(corpus, output, checkpoint, unit, epochs, layout, oov, vocab_size, reference, num_jobs, device, seed,
+                 progress):
+    """Align a corpus as it is kept: audio files with transcripts, Kaldi, LibriSpeech or Lhotse.
+
+    CORPUS is a folder of audio files with a transcript of the same name beside each (MFA
+    layout: .lab, .txt or .TextGrid), a Kaldi data directory, a LibriSpeech tree or a Lhotse
+    manifest. Without --checkpoint it trains a model on the corpus first (like `mfa train`), with --checkpoint
+    it only aligns (like `mfa align`). OUTPUT gets one TextGrid per audio file mirroring the corpus
+    (tiers words, as written, and phones or tokens), alignments.ctm (the spoken words),
+    alignments.jsonl.gz (Lhotse cuts with alignments), report.txt and report.json. An interrupted
+    run continues where it stopped when run again; a finished one is not redone.
+    """
+    from fsalign.aligning.workflow import CorpusJob, summary_lines
+    from fsalign.aligning.workflow import align_corpus as run
+    from fsalign.errors import FsalignError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    job = CorpusJob(corpus, output, checkpoint, unit, layout, epochs, num_jobs, device, oov, vocab_size, reference,
+                    progress, seed)
+    try:
+        report = run(job)
+    except FsalignError as e:
+        raise click.ClickException(" ".join(str(e).split())) from None
+    if report.get("nothing_to_do"):
+        click.echo(f"{output} is complete (report.json): nothing to do; delete it to align again", err=True)
+        return
+    for line in summary_lines(report):
+        click.echo(line, err=True)
+    if not report["aligned"]:
+        raise click.ClickException("no utterance was aligned (see report.txt)")
