@@ -83,7 +83,9 @@ def write_corpus_outputs(output_dir: Path, results: Iterable[AlignResult], cuts,
         for cut in cuts:
             result = results.get(cut.id)
             if result is not None and result.times is not None:
-                line = json.dumps(cut_with_alignment(cut, result.times).to_dict(), ensure_ascii=False)
+                data = cut_with_alignment(cut, result.times).to_dict()
+                data.get("custom", {}).pop("dataloading_info", None)  # what lhotse's samplers add in passing
+                line = json.dumps(data, ensure_ascii=False)
                 gz.write((line + "\n").encode("utf-8"))
     with atomic_open(output_dir / CUTS_NAME, "wb") as f:
         f.write(buffer.getvalue())

@@ -69,9 +69,9 @@ def units(job, work: Path, cuts) -> Tuple[Any, Dict[str, List[str]]]:
         return tokenizer, dict(found)
     words = _spoken_words(cuts)
     if job.checkpoint is not None:
-        from fsalign.checkpoint import read_checkpoint
+        from fsalign.checkpoint import load_checkpoint
 
-        tokenizer = Tokenizer.from_dict(read_checkpoint(job.checkpoint)["tokenizer"])
+        tokenizer = load_checkpoint(job.checkpoint).tokenizer
     elif job.unit == "phone":
         tokenizer = PhoneTokenizer()
     elif job.unit == "char":
@@ -141,8 +141,9 @@ def _train_args(job, work: Path, epochs: int) -> argparse.Namespace:
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    argv = ["--topology", "hmm" if job.unit == "phone" else "ctc", "--epochs", str(epochs), "--seed", str(job.seed),
-            "--resume"]
+    argv = ["--topology", "hmm" if job.unit == "phone" else "ctc", "--epochs", str(epochs), "--seed", str(job.seed)]
+    if (job.output / "model" / "last.pt").is_file():
+        argv.append("--resume")  # an interrupted training continues
     if job.device is not None:
         argv += ["--device", job.device]
     if not job.progress:

@@ -94,8 +94,10 @@ class CorpusJob:
         check_option("--oov", self.oov, self.oov in ("g2p", "skip", "error"), "one of g2p, skip, error")
         check_option("--vocab-size", self.vocab_size, is_positive_int(self.vocab_size) and self.vocab_size >= 3,
                      "an integer >= 3")
-        if self.checkpoint is not None and not Path(self.checkpoint).is_file():
-            raise FsalignError(f"checkpoint {self.checkpoint} does not exist")
+        if self.checkpoint is not None:
+            from fsalign.checkpoint import load_checkpoint
+
+            load_checkpoint(self.checkpoint)  # a one-line FsalignError for anything that is not one
         if self.reference is not None and not Path(self.reference).exists():
             raise FsalignError(f"reference {self.reference} does not exist")
         if self.output.exists() and not self.output.is_dir():

@@ -1,0 +1,182 @@
+"""``fsalign align-corpus``: a user's folder in, TextGrids mirroring it out, resumable, one-line errors."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from lhotse import CutSet
+
+from fsalign.aligning.corpus_stages import default_epochs, split_dev
+from fsalign.cli.main import main
+from fsalign.results.formats import read_ctm, read_textgrid, read_utterances
+from tests.align_fixtures import make_tiny_checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "data" / "mfa_example"
+# files of the shipped example in several formats: (speaker, stem, audio suffix, transcript suffix)
+PICK = [("1101", "1101-11011-0000"), ("1201", "1201-12011-0000"), ("2201", "2201-22011-0000"),
+        ("3101", "3101-31011-0003"), ("3201", "3201-32011-0001"), ("2102", "2102-21021-0004")]
+
+
+def _copy(root: Path, extra: bool = True) -> Path:
+    """A small MFA-layout corpus from the shipped example, plus a stray audio and a stray transcript."""
+    corpus = root / "corpus"
+    for speaker, stem in PICK:
+        (corpus / speaker).mkdir(parents=True, exist_ok=True)
+        for path in (EXAMPLE / speaker).glob(f"{stem}.*"):
+            shutil.copy(path, corpus / speaker / path.name)
+    if extra:
+        audio = next(p for p in (EXAMPLE / "1101").glob("1101-11011-0001.*") if p.suffix not in (".lab", ".txt"))
+        shutil.copy(audio, corpus / "1101" / f"untranscribed{audio.suffix}")
+        (corpus / "1201" / "orphan.lab").write_text("A transcript without audio.")
+        (corpus / "3101" / "3101-31011-0003.lab").write_text("Hello, world: 40 people came — on the 3rd!")
+    return corpus
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("workflow")
+    return root, make_tiny_checkpoint(root, topology="ctc", train_steps=2)
+
+
+def _run(*args):
+    return CliRunner().invoke(main, ["align-corpus", *map(str, args), "--no-progress"], catch_exceptions=False)
+
+
+def test_align_only_writes_a_textgrid_per_audio_file_mirroring_the_corpus(tiny, tmp_path):
+    root, checkpoint = tiny
+    corpus = _copy(tmp_path)
+    out = tmp_path / "out"
+    result = _run(corpus, out, "--checkpoint", checkpoint)
+    assert result.exit_code == 0, result.output
+    grids = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.TextGrid"))
+    assert grids == sorted(f"{speaker}/{stem}.TextGrid" for speaker, stem in PICK)
+    # words as written, silence as empty intervals; the token tier of a character model is "tokens"
+    written = [s.label for s in read_textgrid(out / "3101" / "3101-31011-0003.TextGrid", "words")]
+    assert written == ["Hello,", "world:", "40", "people", "came", "on", "the", "3rd!"]
+    tokens = read_textgrid(out / "3101" / "3101-31011-0003.TextGrid", "tokens")
+    assert "".join(s.label for s in tokens) == "HELLOWORLDFORTYPEOPLECAMEONTHETHIRD"
+    # the CTM holds the spoken words, times from the start of each recording
+    ctm = read_ctm(out / "alignments.ctm")
+    assert [s.label for s in ctm["3101-31011-0003"]] == "HELLO WORLD FORTY PEOPLE CAME ON THE THIRD".split()
+    spans = ctm["3101-31011-0003"]
+    assert all(a.end <= b.start + 1e-9 for a, b in zip(spans, spans[1:]))
+    # a TextGrid transcript's segment starts inside its file: its times are file times, not cut times
+    cuts = {c.id: c for c in CutSet.from_file(out / "alignments.jsonl.gz")}
+    segment = cuts["2201-22011-0000"]
+    grid_words = read_textgrid(out / "2201" / "2201-22011-0000.TextGrid", "words")
+    assert grid_words[0].start >= segment.start - 1e-6 and ctm["2201-22011-0000"][0].start == pytest.approx(
+        grid_words[0].start, abs=1e-3)
+    sup = segment.supervisions[0]
+    assert {"word", "token", "written"} <= set(sup.alignment)
+    assert [item.symbol for item in cuts["3101-31011-0003"].supervisions[0].alignment["written"]][:3] == [
+        "Hello,", "world:", "40"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["aligned"] == len(PICK) and report["layout"] == "mfa"
+    reasons = {Path(s["path"]).name: s["reason"] for s in report["skipped_files"]}
+    assert reasons["orphan.lab"].startswith("transcript without audio")
+    assert next(r for n, r in reasons.items() if n.startswith("untranscribed")).startswith("audio without transcript")
+    assert "aligned 6 of 6 utterances" in (out / "report.txt").read_text()
+    # a second run does nothing and says so
+    again = _run(corpus, out, "--checkpoint", checkpoint)
+    assert again.exit_code == 0 and "nothing to do" in again.output
+
+
+def test_reference_times_are_measured_in_the_report(tiny, tmp_path):
+    root, checkpoint = tiny
+    corpus = _copy(tmp_path, extra=False)
+    out = tmp_path / "out"
+    result = _run(corpus, out, "--checkpoint", checkpoint, "--reference", REPO / "data/alignments/LibriSpeech")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    hyp = read_utterances(out / "alignments.ctm")
+    ref = read_utterances(REPO / "data/alignments/LibriSpeech")
+    words = sum(len(ref[u].words) for u in hyp)
+    assert report["reference"]["num_words"] == words and report["reference"]["num_utterances"] == len(PICK)
+    assert report["reference"]["tse_boundary_ms"] > 0
+
+
+def test_a_run_with_other_settings_into_the_same_folder_is_refused(tiny, tmp_path):
+    root, checkpoint = tiny
+    corpus = _copy(tmp_path, extra=False)
+    out = tmp_path / "out"
+    assert _run(corpus, out, "--checkpoint", checkpoint).exit_code == 0
+    other = _run(corpus, out, "--checkpoint", checkpoint, "--oov", "skip")
+    assert other.exit_code == 1 and "other settings" in other.output and "Traceback" not in other.output
+
+
+@pytest.mark.parametrize("case", ["missing corpus", "output is a file", "bad checkpoint", "empty corpus",
+                                  "bad epochs", "read-only output"])
+def test_user_errors_are_one_line(tiny, tmp_path, case):
+    root, checkpoint = tiny
+    corpus = _copy(tmp_path, extra=False)
+    out, extra = tmp_path / "out", []
+    if case == "missing corpus":
+        corpus = tmp_path / "nope"
+    elif case == "output is a file":
+        out.write_text("x")
+    elif case == "bad checkpoint":
+        bad = tmp_path / "bad.pt"
+        bad.write_bytes(b"not a checkpoint" * 10)
+        extra = ["--checkpoint", bad]
+    elif case == "empty corpus":
+        corpus = tmp_path / "empty"
+        corpus.mkdir()
+        (corpus / "a.lab").write_text("words without audio")
+    elif case == "bad epochs":
+        extra = ["--epochs", "0"]
+    elif case == "read-only output":
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only folders")
+        out.mkdir()
+        out.chmod(0o500)
+    result = _run(corpus, out, *extra)
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+
+
+def test_training_kill_and_rerun_gives_the_same_outputs(tmp_path):
+    """Trains a char model for 2 epochs on 6 utterances; a SIGKILL after the first epoch's checkpoint, then a
+    rerun, gives byte-identical TextGrids, CTM and cuts as an uninterrupted run."""
+    corpus = _copy(tmp_path, extra=False)
+    command = [sys.executable, "-m", "fsalign.cli.main", "align-corpus", str(corpus), "", "--unit", "char",
+               "--epochs", "2", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    full = tmp_path / "full"
+    done = subprocess.run(command[:5] + [str(full)] + command[6:], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(command[:5] + [str(killed)] + command[6:], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not (killed / "model" / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "report.json").exists()
+    done = subprocess.run(command[:5] + [str(killed)] + command[6:], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in ["alignments.ctm", "alignments.jsonl.gz", *(f"{s}/{t}.TextGrid" for s, t in PICK)]:
+        assert (killed / name).read_bytes() == (full / name).read_bytes(), name
+    report = json.loads((full / "report.json").read_text())
+    assert report["model_dev"]["epoch"] == 2 and report["aligned"] == len(PICK)
+
+
+def test_default_epochs_and_the_held_out_split():
+    assert default_epochs(24.0) == 20 and default_epochs(60.0) == 20 and default_epochs(5.0) == 80
+    assert default_epochs(1.0) == 100
+    ids = [f"u{k:03d}" for k in range(200)]
+    dev = split_dev(ids)
+    assert len(dev) == 10 and len(set(dev)) == 10 and set(dev) <= set(ids)
+    assert split_dev(list(reversed(ids))) == dev  # a function of the ids, not of their order
+    assert split_dev(["a", "b"]) == ["b"] and split_dev(["a"]) == []
+    assert len(split_dev([f"u{k}" for k in range(5000)])) == 100
