@@ -9,6 +9,8 @@
 4. ``fsalign align`` of the dev part with every method (HMM Viterbi; CTC Viterbi plain and with
    the corpus prior, Table 14; GradScore, GradScoreExt) into CTM and TextGrids, ``fsalign tse``
    against the shipped reference word times, printed as one table, and ``fsalign plot`` PNGs.
+5. ``fsalign align-corpus`` of the same corpus laid out as a user keeps it (``data/mfa_example``:
+   speaker folders, mixed audio formats, written transcripts) with the HMM: one TextGrid per file.
 
 Everything goes to ``--out`` (default ``exp/demo``); every step that finished is kept, so an
 interrupted demo continues where it stopped when run again.
@@ -128,6 +130,17 @@ def demo_corpus(out: Path, epochs: int) -> None:
               "--output", str(out / "plots" / f"{model}_{scores}.png")])
     print_table(rows, exp)
     print(f"corpus part finished in {time.time() - t0:.0f} s")
+    demo_own_corpus(out, exp)
+
+
+def demo_own_corpus(out: Path, exp: Path) -> None:
+    """The shipped corpus as a user keeps it (data/mfa_example), aligned with the HMM trained above."""
+    print("\n== your own corpus: a folder of recordings and transcripts (data/mfa_example) -> TextGrids")
+    t0 = time.time()
+    _run([sys.executable, "-m", "fsalign.cli.main", "align-corpus", "data/mfa_example", str(out / "mfa_example"),
+          "--checkpoint", str(exp / "hmm_phone" / "best.pt"), "--reference", str(ALIGNMENTS), "--no-progress"])
+    print(f"aligned in {time.time() - t0:.0f} s; without --checkpoint align-corpus trains a model on the folder "
+          f"first (about 5 minutes here)")
 
 
 def _first_cut_id(path: Path) -> str:
