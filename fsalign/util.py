@@ -40,6 +40,7 @@ __all__ = [
     "is_finite_number",
     "is_positive_int",
     "atomic_path",
+    "check_output_path",
     "atomic_open",
     "temporary_name",
 ]
@@ -104,6 +105,30 @@ def check_option(name: str, value, ok: bool, expected: str) -> None:
     """
     if not ok:
         raise FsalignError(f"{name} must be {expected}, got {value!r}")
+
+
+def check_output_path(path: Pathlike, what: str = "output") -> Path:
+    """Checks, before any work, that ``path`` can be created: no existing file above it, a writable folder.
+
+    Args:
+      path: a file or folder to be written (it may exist; its folders need not).
+      what: how messages name it (e.g. ``"--output"``).
+
+    Returns:
+      ``path`` as a Path.
+
+    Raises:
+      FsalignError: a file where a folder of ``path`` would have to be, or a folder that cannot be written.
+    """
+    path = Path(path)
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise FsalignError(f"{what} {path} cannot be created: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise FsalignError(f"{what} {path} cannot be created: the folder {parent} is not writable")
+    return path
 
 
 def temporary_name(path: Pathlike) -> Path:

@@ -30,6 +30,7 @@ def read_cut_ids(path: Path):
       FsalignError: the manifest is missing, unreadable or empty, or an id repeats.
     """
     from lhotse import CutSet
+    from lhotse.cut import Cut
 
     if not path.exists():
         raise FsalignError(f"cuts {path} do not exist")
@@ -37,9 +38,17 @@ def read_cut_ids(path: Path):
         raise FsalignError(f"cuts {path} is an empty file (no cuts)")
     try:
         cuts = CutSet.from_file(path)
-        ids = [cut.id for cut in cuts]
+        items = iter(cuts)
+        first = next(items, None)
     except Exception as e:
         raise FsalignError(f"cannot read cuts {path}: {type(e).__name__}: {e}") from None
+    if first is not None and not isinstance(first, Cut):
+        raise FsalignError(f"{path} is a manifest of {type(first).__name__}s, not of cuts: make cuts with "
+                           f"lhotse's CutSet.from_manifests(recordings, supervisions)")
+    try:
+        ids = [] if first is None else [first.id] + [cut.id for cut in items]
+    except Exception as e:
+        raise FsalignError(_manifest_error(path, e)) from None
     if not ids:
         raise FsalignError(f"cuts {path} hold no cuts")
     seen = set()
@@ -48,6 +57,25 @@ def read_cut_ids(path: Path):
             raise FsalignError(f"cuts {path}: cut id {cut_id} appears more than once (ids must be unique)")
         seen.add(cut_id)
     return cuts, ids
+
+
+def _manifest_error(path: Path, error: Exception) -> str:
+    """A one-line reason, with the manifest line that does not parse when that is the problem."""
+    import gzip
+    import json
+
+    if isinstance(error, ValueError):
+        opener = gzip.open if path.name.endswith(".gz") else open
+        try:
+            with opener(path, "rt", encoding="utf-8") as f:
+                for number, line in enumerate(f, 1):
+                    try:
+                        json.loads(line)
+                    except ValueError as e:
+                        return f"{path}:{number}: not a JSON line ({e.msg})"
+        except OSError:
+            pass
+    return f"cannot read cuts {path}: {type(error).__name__}: {error}"
 
 
 @dataclass

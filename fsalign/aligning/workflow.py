@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional
 from fsalign.aligning import corpus_stages as stages
 from fsalign.aligning.corpus_stages import default_epochs
 from fsalign.errors import FsalignError
-from fsalign.util import atomic_open, check_option, is_positive_int
+from fsalign.util import atomic_open, check_option, check_output_path, is_positive_int
 
 __all__ = ["UNITS", "CorpusJob", "align_corpus", "default_epochs"]
 
@@ -102,6 +102,7 @@ class CorpusJob:
             raise FsalignError(f"reference {self.reference} does not exist")
         if self.output.exists() and not self.output.is_dir():
             raise FsalignError(f"output {self.output} is a file, not a folder")
+        check_output_path(self.output / "work", "output")
         if self.output.resolve() == self.corpus.resolve():
             raise FsalignError("the output folder must not be the corpus folder")
         try:

@@ -1,4 +1,1 @@
-"""The ``fsalign`` command line."""
-from fsalign.cli.main import main
-
-__all__ = ["main"]
+"""The ``fsalign`` command line (:mod:`fsalign.cli.main`): thin click commands, one library call each."""

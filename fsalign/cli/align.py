@@ -102,6 +102,7 @@ def align(checkpoint, cuts_path, output, scores, level, topology, prior_scale, b
     from fsalign.aligning.run import align_to_output, read_cut_ids
     from fsalign.checkpoint import load_checkpoint
     from fsalign.errors import FsalignError
+    from fsalign.util import check_output_path
 
     try:
         if shard == "env":
@@ -111,6 +112,7 @@ def align(checkpoint, cuts_path, output, scores, level, topology, prior_scale, b
         i, n = parse_shard(shard)
         output = Path(str(output).replace("{shard}", str(i)))
         kind = output_kind(output)
+        check_output_path(output, "--output")
         if num_workers < 0 or window < 1 or (batch_duration is not None and not batch_duration >= 0):
             raise FsalignError("--num-workers must be >= 0, --window >= 1 and --batch-duration >= 0")
     except FsalignError as e:
@@ -136,6 +138,10 @@ def align(checkpoint, cuts_path, output, scores, level, topology, prior_scale, b
         _fail(e)
     except Exception as e:
         _fail(f"cannot load checkpoint {checkpoint}: {type(e).__name__}: {e}")
+    dev = loaded.metadata.get("dev") or {}
+    if dev.get("ler") is not None and dev["ler"] > 0.8:
+        click.echo(f"warning: {checkpoint} looks untrained (dev label error rate {dev['ler']:.2f} after "
+                   f"{loaded.metadata.get('epoch')} epochs): do not trust its times", err=True)
     if batch_duration is None:
         batch_duration = 0.0 if scores != "posterior" and aligner.device.type == "cpu" else 100.0
     try:

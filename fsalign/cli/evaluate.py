@@ -60,8 +60,9 @@ def tse(ref_path: Path, hyp_path: Path, json_path: Optional[Path]):
     """Time stamp error of HYP's word times w.r.t. REF's (appendix A.4.2), in ms.
 
     Prints the TSE on word boundaries ((|Δstart| + |Δend|) / 2 per word) and on word
-    centres, the silence ratio (share of the utterance covered by no word) and the mean
-    word and token durations of both sides, the number of words compared, and the
+    centres, the silence ratio (share of the utterance covered by no word), the blank ratio
+    (covered by no token: the paper's Sil. ratio) and the mean word and token durations of
+    both sides, the number of words compared, and the
     utterances that could not be compared (word sequences differ, or present on one side
     only). Utterances are matched by id, words case-insensitively; silence labels ("",
     <eps>, sil, sp) are ignored. A CTM carries no utterance length: for two CTMs the
@@ -69,6 +70,7 @@ def tse(ref_path: Path, hyp_path: Path, json_path: Optional[Path]):
     """
     from fsalign.errors import FsalignError
     from fsalign.results.formats import read_utterances
+    from fsalign.util import atomic_open, check_output_path
 
     try:
         ref = read_utterances(ref_path)
@@ -82,8 +84,11 @@ def tse(ref_path: Path, hyp_path: Path, json_path: Optional[Path]):
         logger.warning("... and %d more utterances not compared (see --json)", len(result.skipped) - _MAX_LISTED)
     click.echo(_summary(result))
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        try:
+            with atomic_open(check_output_path(json_path, "--json"), "w", encoding="utf-8") as f:
+                f.write(json.dumps(result.to_dict(), indent=2) + "\n")
+        except (FsalignError, OSError) as e:
+            raise click.ClickException(str(e) if isinstance(e, FsalignError) else f"{json_path}: {e.strerror or e}")
     if result.num_utterances == 0:
         raise click.ClickException(
             f"no utterance could be compared: {len(ref)} in REF, {len(hyp)} in HYP, "
@@ -147,9 +152,10 @@ def plot(checkpoint, cuts_path, cut_id, kind, output, ref_path, topology, prior_
     from fsalign.corpus.cuts import CutDataset, cut_text
     from fsalign.errors import FsalignError
     from fsalign.results.formats import read_alignments
-    from fsalign.util import atomic_path
+    from fsalign.util import atomic_path, check_output_path
 
     try:
+        check_output_path(output, "--output")
         loaded = load_checkpoint(checkpoint, device=device)
         scorer = make_scorer(loaded, kind, topology, prior_scale, blank_penalty, grad_p=p_norm)  # checks options
         cut = _find_cut(cuts_path, cut_id)

@@ -34,7 +34,7 @@ from fsalign.corpus.tokenizers import (
     Tokenizer,
 )
 from fsalign.errors import FsalignError
-from fsalign.util import HelpFormatter, Pathlike, check_option, is_positive_int
+from fsalign.util import HelpFormatter, Pathlike, check_option, check_output_path, is_positive_int
 
 __all__ = [
     "UNITS",
@@ -322,6 +322,7 @@ def run(args: argparse.Namespace) -> None:
         raise FsalignError(f"--alignments-dir {args.alignments_dir} is not a directory")
     if args.lexicon is not None and not args.lexicon.is_file():
         raise FsalignError(f"--lexicon {args.lexicon} does not exist")
+    check_output_path(args.output_dir, "--output-dir")
     train_part = args.train_part or next((p for p in args.parts if p.startswith("train")), args.parts[0])
 
     def runs(stage: int) -> bool:

@@ -42,6 +42,7 @@ from fsalign.scores.priors import estimate_corpus_prior, prior_from_transcripts
 from fsalign.training.args import check_arguments, criterion_scales, topology_params
 from fsalign.training.criterion import StagedCriterion
 from fsalign.training.evaluation import evaluate
+from fsalign.util import check_output_path
 
 __all__ = ["train_steps", "one_cycle_lr", "corpus_log_prior", "train"]
 
@@ -159,6 +160,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     """
     check_arguments(args)
     _check_data(args)
+    check_output_path(args.exp_dir, "--exp-dir")
     device, rank, world = _setup_distributed(args)
     exp = Path(args.exp_dir)
     data = Path(args.data_dir)

@@ -1,0 +1,4 @@
+"""``python -m fsalign.cli``: the same as the ``fsalign`` command."""
+from fsalign.cli.main import main
+
+main()
