@@ -3,7 +3,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: setup lint test test-all demo bench clean
+BENCH_PYTHON ?= python3.11
+BENCH_VENV   ?= .bench-venv
+
+.PHONY: setup lint test test-all demo bench bench-env clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +29,17 @@ test-all: lint
 demo: setup
 	$(PY) recipes/demo.py
 
-bench: setup
-	$(PY) benchmarks/fullsum.py
+# a second environment with torch 2.x for the baselines that need it (torchaudio's forced_align)
+$(BENCH_VENV)/.installed:
+	$(BENCH_PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet torch==2.14.1 torchaudio==2.11.0 numpy
+	touch $@
+
+bench-env: $(BENCH_VENV)/.installed
+
+bench: setup bench-env
+	$(PY) benchmarks/viterbi.py --bench-python $(BENCH_VENV)/bin/python
+	$(PY) benchmarks/fullsum.py --bench-python $(BENCH_VENV)/bin/python
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) *.egg-info .pytest_cache

@@ -73,7 +73,8 @@ def write_corpus_outputs(output_dir: Path, results: Iterable[AlignResult], cuts,
     recordings = _by_recording(results, cuts)
     for rec_id, (cut, items) in sorted(recordings.items()):
         path = output_dir / f"{output_stem(cut)}.TextGrid"
-        write_recording_textgrid(path, rec_id, cut.recording.duration, [times for _, times in items], token_tier)
+        write_recording_textgrid(path, f"recording {rec_id}", cut.recording.duration,
+                                 [times for _, times in items], token_tier)
     with atomic_open(output_dir / CTM_NAME, "w", encoding="utf-8", newline="\n") as f:
         for rec_id in sorted(recordings):
             for _, times in recordings[rec_id][1]:

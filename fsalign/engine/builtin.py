@@ -35,6 +35,8 @@ class _BuiltinTopology(Topology):
     blank/silence state (named ``blank_name`` in messages); None: no transition scores.
     """
 
+    _min_frames_need_fsa = False
+
     def __init__(self, num_labels: int, blank: int, silence_symbol: Optional[int], name: str,
                  label_loop: Optional[float], blank_loop: Optional[float], blank_name: str):
         super().__init__(None, num_labels, (blank,), silence_symbol, token_offset=1, name=name)

@@ -20,7 +20,7 @@ from fsalign.engine.graphs import scale_transitions
 from fsalign.engine.topology import TrainingGraphs
 from fsalign.errors import FsalignError
 
-__all__ = ["check_inputs", "intersect", "Intersection", "FULL_SUM_BEAM", "VITERBI_BEAM"]
+__all__ = ["check_inputs", "intersect", "lattice_cost", "Intersection", "FULL_SUM_BEAM", "VITERBI_BEAM"]
 
 # exact: k2 prunes the output lattice relative to the best path; +inf keeps all of it
 FULL_SUM_BEAM = math.inf
@@ -28,13 +28,15 @@ FULL_SUM_BEAM = math.inf
 VITERBI_BEAM = 1.0
 
 
-def check_inputs(log_probs: torch.Tensor, lengths, graphs: TrainingGraphs) -> torch.Tensor:
+def check_inputs(log_probs: torch.Tensor, lengths, graphs: TrainingGraphs, finite: bool = True) -> torch.Tensor:
     """Validates scores, lengths and graphs; returns ``lengths`` as int64 on CPU.
 
     Args:
       log_probs: Tensor of shape (B, T, C), floating point.
       lengths: Tensor (or sequence) of shape (B,), integer frames, 1 <= l <= T.
       graphs: TrainingGraphs with B graphs whose topology has C columns.
+      finite: also check that the valid frames hold no NaN/inf (a pass over the whole matrix;
+        the chain kernels check what they read instead).
 
     Raises:
       FsalignError: saying what was expected and what arrived.
@@ -69,6 +71,8 @@ def check_inputs(log_probs: torch.Tensor, lengths, graphs: TrainingGraphs) -> to
             "lengths must be in 1..T=%d; " % T
             + ", ".join(f"utterance {i} has {int(lengths[i])}" for i in bad[:10])
         )
+    if not finite:
+        return lengths
     valid = torch.arange(T, device=log_probs.device)[None, :] < lengths.to(log_probs.device)[:, None]
     finite = torch.isfinite(log_probs).all(dim=2) | ~valid
     if not bool(finite.all()):
@@ -127,6 +131,30 @@ def intersect(
     if not torch.equal(order, torch.arange(len(graphs))):
         fsa = k2.index_fsa(fsa, order.to(torch.int32).to(fsa.device))
     fsa = scale_transitions(fsa, transition_scale)
-    lattice = k2.intersect_dense(fsa, dense, output_beam=output_beam, frame_idx_name=frame_idx_name)
+    # k2 prunes (by shrinking the beam) a lattice that would exceed max_states/max_arcs, which an
+    # infinite output beam can never satisfy: size the limits to the lattice instead
+    states_per_frame, arcs_per_frame = _graph_sizes(fsa)
+    frames = lengths[order].to(torch.float64)
+    max_states = int(max(15_000_000, 2 * float((frames * states_per_frame).sum())))
+    max_arcs = int(min(2**31 - 1, max(2**30, 2 * float((frames * arcs_per_frame).sum()))))
+    lattice = k2.intersect_dense(fsa, dense, output_beam=output_beam, max_states=max_states, max_arcs=max_arcs,
+                                 frame_idx_name=frame_idx_name)
     return Intersection(lattice, order)
+
+
+def _graph_sizes(fsa: k2.Fsa):
+    """(states, arcs) of every graph of an FsaVec, as float64 Tensors of shape (B,) on CPU."""
+    shape = fsa.arcs.shape()
+    state_splits = shape.row_splits(1).to("cpu").long()
+    arc_splits = shape.row_splits(2).to("cpu").long()[state_splits]
+    return (state_splits[1:] - state_splits[:-1]).double(), (arc_splits[1:] - arc_splits[:-1]).double()
+
+
+def lattice_cost(lengths: torch.Tensor, graphs: TrainingGraphs) -> torch.Tensor:
+    """Arcs of each utterance's full lattice (frames x graph arcs): what a k2 full sum holds in memory.
+
+    Returns:
+      float64 Tensor of shape (B,) on CPU.
+    """
+    return lengths.to("cpu", torch.float64) * _graph_sizes(graphs.fsa)[1]
 

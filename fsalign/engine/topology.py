@@ -24,7 +24,6 @@ move out of it; moves out of the start state (the first frame) and into the
 final state score 0; ``None`` for q means no transition scores for that kind.
 """
 import math
-from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 import k2
@@ -52,48 +51,63 @@ def loop_scores(loop: Optional[float], what: str):
     return math.log(loop), math.log1p(-loop)
 
 
-@dataclass
 class TrainingGraphs:
     """Training graphs of a batch, as produced by :meth:`fsalign.Topology.compile`.
 
-    Attributes:
-      fsa: k2 FsaVec with B graphs, arc-sorted; scores are transition log-probs
-        (``transition_scale`` 1).
+    The k2 FsaVec is built on first use of :attr:`fsa` when the topology can build it from the
+    transcripts (the built-in chains: the exact chain kernels of :mod:`fsalign.engine.chain`
+    need no k2 graph at all), or given at construction.
+
+    Args:
+      fsa: k2 FsaVec with B graphs, arc-sorted, or None to build it from the transcripts.
       transcripts: the B transcripts the graphs were compiled from.
-      min_frames: Tensor of shape (B,), int64 on CPU: frames each utterance needs
-        at least under the topology (1 for an empty transcript: it still needs a frame).
+      min_frames: Tensor of shape (B,), int64 on CPU: frames each utterance needs at least
+        under the topology (1 for an empty transcript: it still needs a frame).
       topology: the topology that compiled them.
+      device: where the graphs are (and where a built FSA goes).
     """
 
-    fsa: k2.Fsa
-    transcripts: List[Transcript]
-    min_frames: torch.Tensor
-    topology: "Topology"
+    def __init__(self, fsa: Optional[k2.Fsa], transcripts: List[Transcript], min_frames: torch.Tensor,
+                 topology: "Topology", device=None):
+        self._fsa = fsa
+        self.transcripts = transcripts
+        self.min_frames = min_frames
+        self.topology = topology
+        self._device = torch.device(device) if device is not None else (fsa.device if fsa is not None else
+                                                                        torch.device("cpu"))
+        self.cache: dict = {}  # what engines derive from the graphs (e.g. chains), per setting
+
+    @property
+    def fsa(self) -> k2.Fsa:
+        """k2 FsaVec with B graphs, arc-sorted; scores are transition log-probs (``transition_scale`` 1)."""
+        if self._fsa is None:
+            self._fsa = self.topology._compile_fsa(self.transcripts).to(self._device)
+        return self._fsa
 
     def __len__(self) -> int:
         return len(self.transcripts)
 
     @property
     def device(self) -> torch.device:
-        """The device the graphs' FSA is on."""
-        return self.fsa.device
+        """The device of the graphs."""
+        return self._device
 
     def to(self, device) -> "TrainingGraphs":
         """Returns the graphs on ``device`` (a no-op when already there)."""
         device = torch.device(device)
-        if self.fsa.device == device:
+        if self._device == device:
             return self
-        return TrainingGraphs(self.fsa.to(device), self.transcripts, self.min_frames, self.topology)
+        fsa = None if self._fsa is None else self._fsa.to(device)
+        return TrainingGraphs(fsa, self.transcripts, self.min_frames, self.topology, device)
 
     def __getitem__(self, indices) -> "TrainingGraphs":
         """Selects utterances: an int, a slice, or a sequence/1-D tensor of indices."""
         idx = torch.arange(len(self))[indices]
         if idx.ndim == 0:
             idx = idx.unsqueeze(0)
-        fsa = k2.index_fsa(self.fsa, idx.to(torch.int32).to(self.fsa.device))
-        return TrainingGraphs(
-            fsa, [self.transcripts[i] for i in idx.tolist()], self.min_frames[idx], self.topology
-        )
+        fsa = None if self._fsa is None else k2.index_fsa(self._fsa, idx.to(torch.int32).to(self._fsa.device))
+        return TrainingGraphs(fsa, [self.transcripts[i] for i in idx.tolist()], self.min_frames[idx],
+                              self.topology, self._device)
 
 
 class Topology:
@@ -229,9 +243,12 @@ class Topology:
             not have (named by utterance and word).
         """
         transcripts = validate_transcripts(transcripts, self.valid_tokens, self.name)
-        fsa = self._compile_fsa(transcripts)
-        min_frames = self._min_frames(transcripts, fsa)
-        return TrainingGraphs(fsa.to(device), transcripts, min_frames, self)
+        if self._min_frames_need_fsa:
+            fsa = self._compile_fsa(transcripts).to(device)
+            return TrainingGraphs(fsa, transcripts, self._min_frames(transcripts, fsa), self, device)
+        return TrainingGraphs(None, transcripts, self._min_frames(transcripts, None), self, device)
+
+    _min_frames_need_fsa = True  # the built-in chains count their frames without building the graph
 
     def _compile_fsa(self, transcripts: List[Transcript]) -> k2.Fsa:
         acceptors = k2.arc_sort(k2.add_epsilon_self_loops(self._transcript_acceptors(transcripts)))

@@ -11,6 +11,7 @@ import k2
 import numpy as np
 import torch
 
+from fsalign.engine.chain import chain_viterbi, graphs_chain, path_labels, resolve_engine
 from fsalign.engine.lattice import VITERBI_BEAM, check_inputs, intersect
 from fsalign.engine.scales import Scales
 from fsalign.engine.topology import TrainingGraphs
@@ -24,7 +25,7 @@ _ON_INFEASIBLE = ("raise", "skip")
 
 def viterbi_align(log_probs: torch.Tensor, lengths, graphs: TrainingGraphs, posterior_scale: float = 1.0,
                   prior_scale: float = 0.0, log_prior: Optional[torch.Tensor] = None, transition_scale: float = 1.0,
-                  on_infeasible: str = "raise") -> List[Optional[Alignment]]:
+                  on_infeasible: str = "raise", engine: str = "auto") -> List[Optional[Alignment]]:
     """Best path of every utterance under the path score of :func:`full_sum_loss`.
 
     The feasibility condition: an utterance needs at least as many frames as
@@ -41,6 +42,9 @@ def viterbi_align(log_probs: torch.Tensor, lengths, graphs: TrainingGraphs, post
       log_prior: Tensor of shape (C,) or (B, C), or None.
       transition_scale: γ.
       on_infeasible: "raise" (default) or "skip" (the entry is then None).
+      engine: "auto" (the exact chain kernel for the built-in topologies, k2 for any other),
+        "chain" or "k2". Among equally good paths the chain kernel takes the one that moves
+        on as early as it can; k2 may take another one of them.
 
     Returns:
       One :class:`Alignment` per utterance, in batch order.
@@ -51,15 +55,16 @@ def viterbi_align(log_probs: torch.Tensor, lengths, graphs: TrainingGraphs, post
       FsalignError: malformed inputs.
     """
     return best_paths(log_probs, lengths, graphs, Scales(posterior_scale, prior_scale, log_prior, transition_scale),
-                      on_infeasible)
+                      on_infeasible, engine)
 
 
 def best_paths(log_probs: torch.Tensor, lengths, graphs: TrainingGraphs, scales: Scales = Scales(),
-               on_infeasible: str = "raise") -> List[Optional[Alignment]]:
+               on_infeasible: str = "raise", engine: str = "auto") -> List[Optional[Alignment]]:
     """:func:`viterbi_align` with the path-score parameters as one :class:`~fsalign.engine.scales.Scales`."""
     if on_infeasible not in _ON_INFEASIBLE:
         raise FsalignError(f"on_infeasible must be one of {_ON_INFEASIBLE}, got {on_infeasible!r}")
-    lengths = check_inputs(log_probs, lengths, graphs)
+    engine = resolve_engine(graphs, engine)
+    lengths = check_inputs(log_probs, lengths, graphs, finite=engine == "k2")
     short = (lengths < graphs.min_frames).nonzero().flatten().tolist()
     if short and on_infeasible == "raise":
         raise InfeasibleAlignment(
@@ -67,6 +72,8 @@ def best_paths(log_probs: torch.Tensor, lengths, graphs: TrainingGraphs, scales:
         )
     with torch.no_grad():
         scores = scales.detach().dense(log_probs.detach())
+        if engine == "chain":
+            return _chain_paths(scores, lengths, graphs, scales.transition_scale)
         inter = intersect(scores, lengths, graphs, scales.transition_scale, VITERBI_BEAM)
     out: List[Optional[Alignment]] = [None] * len(graphs)
     if inter.lattice is None:
@@ -87,4 +94,28 @@ def best_paths(log_probs: torch.Tensor, lengths, graphs: TrainingGraphs, scales:
             labels, aux, graphs.transcripts[b], topo.non_token_labels, topo.silence_symbol
         )
         out[b] = Alignment(torch.from_numpy(labels.astype(np.int64)), float(totals[k]), tokens, words)
+    return out
+
+
+def _chain_paths(scores: torch.Tensor, lengths: torch.Tensor, graphs: TrainingGraphs,
+                 transition_scale: float) -> List[Optional[Alignment]]:
+    """Best paths of built-in chain graphs (None for infeasible utterances)."""
+    chain = graphs_chain(graphs, transition_scale, scores.device)
+    best, states = chain_viterbi(scores, lengths, chain)
+    labels_all = path_labels(states, chain).cpu().numpy()
+    states = states.cpu()
+    positions = chain.positions.cpu().gather(1, states.clamp(min=0)).numpy()
+    states, best = states.numpy(), best.cpu().tolist()
+    topo = graphs.topology
+    out: List[Optional[Alignment]] = [None] * len(graphs)
+    for b in range(len(graphs)):
+        n = int(lengths[b])
+        if states[b, 0] < 0:
+            continue
+        path, labels = states[b, :n], labels_all[b, :n]
+        # a token starts on the first frame of each token state of the path
+        starts = (positions[b, :n] >= 0) & np.concatenate([[True], path[1:] != path[:-1]])
+        tokens, words = spans_from_path(labels, starts.astype(np.int64), graphs.transcripts[b],
+                                        topo.non_token_labels, None)
+        out[b] = Alignment(torch.from_numpy(labels.astype(np.int64)), float(best[b]), tokens, words)
     return out

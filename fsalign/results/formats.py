@@ -131,12 +131,12 @@ def read_ctm(path: Pathlike) -> Dict[str, List[TimedSpan]]:
 # --- TextGrid ----------------------------------------------------------------------------
 
 
-def _tier_entries(spans: List[TimedSpan], utt_id: str, tier: str) -> list:
+def _tier_entries(spans: List[TimedSpan], name: str, tier: str) -> list:
     entries, previous_end = [], 0.0
     for span in spans:
         start, end = round(span.start, _TEXTGRID_DIGITS), round(span.end, _TEXTGRID_DIGITS)
         if start < previous_end or end <= start:
-            raise FsalignError(f"utterance {utt_id}: {tier} span {span.label!r} [{span.start}, {span.end}] "
+            raise FsalignError(f"{name}: {tier} span {span.label!r} [{span.start}, {span.end}] "
                                f"is empty or overlaps the previous one")
         entries.append((start, end, span.label))
         previous_end = end
@@ -156,7 +156,7 @@ def write_textgrid(utt: UtteranceTimes, path: Pathlike, token_tier: str = "token
       path: the ``.TextGrid`` file, replaced atomically.
       token_tier: name of the token tier ("tokens", or "phones" for a phone model).
     """
-    write_recording_textgrid(path, utt.utt_id, utt.duration, [utt], token_tier)
+    write_recording_textgrid(path, f"utterance {utt.utt_id}", utt.duration, [utt], token_tier)
 
 
 def write_recording_textgrid(path: Pathlike, name: str, duration: Optional[Seconds],
@@ -165,7 +165,7 @@ def write_recording_textgrid(path: Pathlike, name: str, duration: Optional[Secon
 
     Args:
       path: the ``.TextGrid`` file, replaced atomically.
-      name: the recording, named in errors.
+      name: what the grid holds, named in errors ("recording r1").
       duration: the recording's length in seconds (None: the last span's end).
       utterances: its utterances in time order, already shifted to recording time
         (:meth:`UtteranceTimes.shifted`).

@@ -47,6 +47,8 @@ class ScoreMatrix:
         tokens are not token ids (gradient scores align transcript *positions*); None when
         they are.
       name: what the scores are, for plots and messages (e.g. "log posterior", "GradScoreExt").
+      engine: which engine sums and aligns (:data:`fsalign.engine.chain.ENGINES`): "auto" (the
+        exact chain kernels for the built-in topologies, k2 otherwise), "chain" or "k2".
     """
 
     scores: torch.Tensor
@@ -57,6 +59,7 @@ class ScoreMatrix:
     time_offset_s: Seconds = 0.0
     tokens: Optional[List[List[int]]] = None
     name: str = "scores"
+    engine: str = "auto"
 
     @classmethod
     def from_posteriors(cls, log_probs: torch.Tensor, lengths: torch.Tensor, graphs: TrainingGraphs,
@@ -104,7 +107,7 @@ class ScoreMatrix:
 
         ``-inf`` where an utterance is too short for its transcript.
         """
-        return total_scores(self.scores, self.lengths, self.graphs, self.scales)
+        return total_scores(self.scores, self.lengths, self.graphs, self.scales, self.engine)
 
     def loss(self) -> torch.Tensor:
         """Full-sum NLL (eq. 5, 6), Tensor of shape (B,), float64; ``+inf`` where infeasible."""
@@ -112,14 +115,14 @@ class ScoreMatrix:
 
     def marginals(self) -> torch.Tensor:
         """Soft alignment (eq. 9): Tensor of shape (B, T, C), the gradient of :meth:`total`."""
-        return occupancies(self.scores, self.lengths, self.graphs, self.scales)
+        return occupancies(self.scores, self.lengths, self.graphs, self.scales, self.engine)
 
     def best_paths(self, on_infeasible: str = "skip") -> List[Optional[Alignment]]:
         """Viterbi alignment of every utterance (None where too short, with ``on_infeasible="skip"``).
 
         Token spans carry token ids (for gradient scores, the ids of :attr:`tokens`).
         """
-        alignments = best_paths(self.scores, self.lengths, self.graphs, self.scales, on_infeasible)
+        alignments = best_paths(self.scores, self.lengths, self.graphs, self.scales, on_infeasible, self.engine)
         if self.tokens is not None:
             for b, ali in enumerate(alignments):
                 if ali is not None:

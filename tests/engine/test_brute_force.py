@@ -55,6 +55,7 @@ case_st = st.fixed_dictionaries(
         "gamma": st.sampled_from([0.0, 0.3, 1.0]),
         "prior": st.sampled_from(["none", "C", "BC"]),
         "seed": st.integers(0, 2**16),
+        "engine": st.sampled_from(["auto", "k2"]),
     }
 )
 
@@ -83,8 +84,8 @@ def test_full_sum_and_viterbi_equal_brute_force(case):
     log_probs, lengths, log_prior, beta = _inputs(case, topo)
     scales = dict(posterior_scale=case["alpha"], prior_scale=beta, log_prior=log_prior,
                   transition_scale=case["gamma"])
-    total = fsalign.full_sum_scores(log_probs, lengths, graphs, **scales)
-    alis = fsalign.viterbi_align(log_probs, lengths, graphs, on_infeasible="skip", **scales)
+    total = fsalign.full_sum_scores(log_probs, lengths, graphs, engine=case["engine"], **scales)
+    alis = fsalign.viterbi_align(log_probs, lengths, graphs, on_infeasible="skip", engine=case["engine"], **scales)
     for b, words in enumerate(case["transcripts"]):
         T = int(lengths[b])
         prior_b = None if log_prior is None else (log_prior if log_prior.ndim == 1 else log_prior[b])
@@ -115,7 +116,7 @@ def test_min_frames_is_the_shortest_brute_force_path(kind):
 
 @pytest.mark.parametrize("kind", ["ctc", "relaxed", "hmm"])
 def test_builtin_graphs_equal_composition_of_their_fst(kind):
-    """The direct builder and k2.compose(topo.fst, transcript) score every input alike."""
+    """The chain kernels on the built-in graphs and k2 on k2.compose(topo.fst, transcript) agree."""
     topo, _ = _topology(kind, True)
     transcripts = [[[1, 1], [2]], [[3]], [], [[2, 1, 2], [2]]]
     direct = topo.compile(transcripts)
@@ -126,10 +127,10 @@ def test_builtin_graphs_equal_composition_of_their_fst(kind):
     lengths = torch.tensor([9, 4, 2, 7])
     for scales in [dict(), dict(posterior_scale=0.5, transition_scale=0.3)]:
         a = fsalign.full_sum_scores(log_probs, lengths, direct, **scales)
-        b = fsalign.full_sum_scores(log_probs, lengths, via_fst, **scales)
+        b = fsalign.full_sum_scores(log_probs, lengths, via_fst, engine="k2", **scales)
         torch.testing.assert_close(a, b)
         va = fsalign.viterbi_align(log_probs, lengths, direct, **scales)
-        vb = fsalign.viterbi_align(log_probs, lengths, via_fst, **scales)
+        vb = fsalign.viterbi_align(log_probs, lengths, via_fst, engine="k2", **scales)
         for x, y in zip(va, vb):
             assert x.score == pytest.approx(y.score, abs=1e-5)
             assert x.tokens == y.tokens and x.words == y.words

@@ -24,8 +24,9 @@ def _ctc_loss_reference(log_probs, lengths, transcripts, blank=0):
         reduction="none", zero_infinity=False)
 
 
+@pytest.mark.parametrize("engine", ["chain", "k2"])
 @pytest.mark.parametrize("blank", [0, 5])
-def test_ctc_topology_equals_torch_ctc_loss_values_and_gradients(blank):
+def test_ctc_topology_equals_torch_ctc_loss_values_and_gradients(blank, engine):
     logits, lengths, transcripts = _batch()
     if blank != 0:  # move token ids off the blank column
         transcripts = [[[0 if t == blank else t for t in w] for w in u] for u in transcripts]
@@ -33,7 +34,7 @@ def test_ctc_topology_equals_torch_ctc_loss_values_and_gradients(blank):
     graphs = topo.compile(transcripts)
 
     x1 = logits.clone().float().requires_grad_()
-    nll = fsalign.full_sum_loss(x1.log_softmax(-1), lengths, graphs, transition_scale=0.0)
+    nll = fsalign.full_sum_loss(x1.log_softmax(-1), lengths, graphs, transition_scale=0.0, engine=engine)
     nll.sum().backward()
 
     x2 = logits.clone().float().requires_grad_()
@@ -44,20 +45,24 @@ def test_ctc_topology_equals_torch_ctc_loss_values_and_gradients(blank):
     torch.testing.assert_close(x1.grad, x2.grad, atol=1e-5, rtol=1e-4)
 
 
-def test_batched_equals_per_utterance_in_any_length_order():
+@pytest.mark.parametrize("engine", ["chain", "k2"])
+def test_batched_equals_per_utterance_in_any_length_order(engine):
     logits, lengths, transcripts = _batch()
     topo = fsalign.HmmTopology(6)
     log_probs = logits.float().log_softmax(-1)
-    batched = fsalign.full_sum_loss(log_probs, lengths, topo.compile(transcripts))
+    batched = fsalign.full_sum_loss(log_probs, lengths, topo.compile(transcripts), engine=engine)
     for b in range(len(transcripts)):
         T = int(lengths[b])
-        single = fsalign.full_sum_loss(log_probs[b:b + 1, :T], lengths[b:b + 1], topo.compile([transcripts[b]]))
+        single = fsalign.full_sum_loss(log_probs[b:b + 1, :T], lengths[b:b + 1], topo.compile([transcripts[b]]),
+                                       engine=engine)
         assert float(batched[b]) == pytest.approx(float(single[0]), rel=1e-6)
     perm = torch.tensor([2, 0, 3, 1])
-    permuted = fsalign.full_sum_loss(log_probs[perm], lengths[perm], topo.compile([transcripts[i] for i in perm]))
+    permuted = fsalign.full_sum_loss(log_probs[perm], lengths[perm], topo.compile([transcripts[i] for i in perm]),
+                                     engine=engine)
     torch.testing.assert_close(permuted, batched[perm])
-    alis = fsalign.viterbi_align(log_probs[perm], lengths[perm], topo.compile([transcripts[i] for i in perm]))
-    ref = fsalign.viterbi_align(log_probs, lengths, topo.compile(transcripts))
+    alis = fsalign.viterbi_align(log_probs[perm], lengths[perm], topo.compile([transcripts[i] for i in perm]),
+                                 engine=engine)
+    ref = fsalign.viterbi_align(log_probs, lengths, topo.compile(transcripts), engine=engine)
     for k, i in enumerate(perm.tolist()):
         assert alis[k].tokens == ref[i].tokens and alis[k].score == pytest.approx(ref[i].score)
 
@@ -148,16 +153,18 @@ def test_empty_transcript_aligns_to_all_blank_or_silence():
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_matches_cpu():
+@pytest.mark.parametrize("engine", ["chain", "k2"])
+def test_cuda_matches_cpu(engine):
     logits, lengths, transcripts = _batch()
     for topo in (fsalign.CtcTopology(6, label_loop=0.5, blank_loop=0.5), fsalign.HmmTopology(6)):
         cpu = fsalign.full_sum_loss(logits.float().log_softmax(-1), lengths, topo.compile(transcripts))
         x = logits.float().cuda().requires_grad_()
-        gpu = fsalign.full_sum_loss(x.log_softmax(-1), lengths.cuda(), topo.compile(transcripts, device="cuda"))
+        gpu = fsalign.full_sum_loss(x.log_softmax(-1), lengths.cuda(), topo.compile(transcripts, device="cuda"),
+                                    engine=engine)
         gpu.sum().backward()
         assert x.grad.is_cuda
         torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=1e-5)
         alis = fsalign.viterbi_align(x.detach().log_softmax(-1), lengths.cuda(),
-                                     topo.compile(transcripts, device="cuda"))
+                                     topo.compile(transcripts, device="cuda"), engine=engine)
         ref = fsalign.viterbi_align(logits.float().log_softmax(-1), lengths, topo.compile(transcripts))
         assert [a.tokens for a in alis] == [a.tokens for a in ref]
