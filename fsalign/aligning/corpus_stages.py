@@ -190,13 +190,15 @@ def align(job, work: Path, cuts, corpus_cuts, tokenizer, checkpoint: Path) -> Li
 
     device = job.device or ("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load_checkpoint(checkpoint, device)
-    aligner = Aligner(make_scorer(loaded, "posterior"), tokenizer)
+    aligner = Aligner(make_scorer(loaded, job.scores, grad_source=job.grad_source, aed_weight=job.aed_weight),
+                      tokenizer)
     header = {"checkpoint": str(checkpoint), "size": checkpoint.stat().st_size, **aligner.settings()}
     journal = Journal(work / "align.journal.jsonl", header)
+    batch_duration = 0.0 if job.scores != "posterior" and aligner.device.type == "cpu" else 100.0  # as fsalign align
     try:
         done = set(journal.offsets)
         bar = tqdm(total=len(cuts), initial=len(done), unit="utt", desc="align", disable=not job.progress)
-        for results in align_cuts(aligner, cuts, max_duration=100.0, done=done):
+        for results in align_cuts(aligner, cuts, max_duration=batch_duration, done=done):
             journal.append(results)
             bar.update(len(results))
         bar.close()

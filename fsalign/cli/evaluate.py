@@ -90,6 +90,10 @@ def tse(ref_path: Path, hyp_path: Path, ref_tokens_path: Optional[Path], hyp_tok
     try:
         ref = read_utterances(ref_path)
         hyp = read_utterances(hyp_path)
+        if ref_tokens_path is not None:
+            ref = with_tokens(ref, read_alignments(ref_tokens_path, level="token"))
+        if hyp_tokens_path is not None:
+            hyp = with_tokens(hyp, read_alignments(hyp_tokens_path, level="token"))
     except FsalignError as e:
         raise click.ClickException(str(e)) from None
     result = compare_alignments(ref, hyp)
@@ -146,9 +150,14 @@ def _find_cut(cuts_path: Path, cut_id: str):
 @click.option("--blank-penalty", type=float, default=0.0, show_default=True,
               help="k added to the blank/silence logit before renormalising (posterior scores, Table 14)")
 @click.option("--p", "p_norm", type=float, default=0.1, show_default=True, help="p of the p-norm in G (eq. 22)")
+@click.option("--grad-source", type=click.Choice(["ctc", "aed", "hybrid"]), default=None,
+              help="label scores G differentiates (grad/gradext): ctc, aed or hybrid (eq. 50: (1-λ)·CTC + λ·AED) "
+                   "(default: aed when the checkpoint has an AED decoder, else ctc)")
+@click.option("--aed-weight", type=float, default=None,
+              help="λ of --grad-source hybrid, in [0, 1]; given alone, it implies hybrid (default: 0.5)")
 @click.option("--device", default="cpu", show_default=True, help="torch device")
 def plot(checkpoint, cuts_path, cut_id, kind, output, ref_path, topology, prior_scale, blank_penalty, p_norm,
-         device):
+         grad_source, aed_weight, device):
     """Draw one cut's features, score matrix and alignment (paper Figures 1, 5, 6).
 
     The top panel shows the features with the alignment's word boundaries (red) and, with
@@ -172,7 +181,8 @@ def plot(checkpoint, cuts_path, cut_id, kind, output, ref_path, topology, prior_
     try:
         check_output_path(output, "--output")
         loaded = load_checkpoint(checkpoint, device=device)
-        scorer = make_scorer(loaded, kind, topology, prior_scale, blank_penalty, grad_p=p_norm)  # checks options
+        scorer = make_scorer(loaded, kind, topology, prior_scale, blank_penalty, grad_p=p_norm,  # checks options
+                             grad_source=grad_source, aed_weight=aed_weight)
         cut = _find_cut(cuts_path, cut_id)
         ref_words = None
         if ref_path is not None:
