@@ -190,13 +190,15 @@ def align(job, work: Path, cuts, corpus_cuts, tokenizer, checkpoint: Path) -> Li
 
     device = job.device or ("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load_checkpoint(checkpoint, device)
-    aligner = Aligner(make_scorer(loaded, "posterior"), tokenizer)
+    aligner = Aligner(make_scorer(loaded, job.scores, grad_source=job.grad_source, aed_weight=job.aed_weight),
+                      tokenizer)
     header = {"checkpoint": str(checkpoint), "size": checkpoint.stat().st_size, **aligner.settings()}
     journal = Journal(work / "align.journal.jsonl", header)
+    batch_duration = 0.0 if job.scores != "posterior" and aligner.device.type == "cpu" else 100.0  # as fsalign align
     try:
         done = set(journal.offsets)
         bar = tqdm(total=len(cuts), initial=len(done), unit="utt", desc="align", disable=not job.progress)
-        for results in align_cuts(aligner, cuts, max_duration=100.0, done=done):
+        for results in align_cuts(aligner, cuts, max_duration=batch_duration, done=done):
             journal.append(results)
             bar.update(len(results))
         bar.close()
@@ -209,14 +211,19 @@ def align(job, work: Path, cuts, corpus_cuts, tokenizer, checkpoint: Path) -> Li
     return results
 
 
-def _measure(job, results: List[AlignResult]) -> Optional[Dict[str, Any]]:
+def _measure(job, results: List[AlignResult], cuts) -> Optional[Dict[str, Any]]:
+    """``fsalign tse --ref REFERENCE --hyp OUTPUT/alignments.ctm``, with the token tiers as the hypothesis' tokens."""
     if job.reference is None:
         return None
-    from fsalign.results.compare import compare_alignments
+    from fsalign.aligning.corpus_output import recording_tokens
+    from fsalign.results.compare import compare_alignments, with_tokens
     from fsalign.results.formats import read_utterances
 
-    comparison = compare_alignments(read_utterances(job.reference), read_utterances(job.output / CTM_NAME))
-    return {k: v for k, v in comparison.to_dict().items() if k not in ("skipped", "only_in_ref")}
+    hyp = with_tokens(read_utterances(job.output / CTM_NAME), recording_tokens(results, cuts))
+    comparison = compare_alignments(read_utterances(job.reference), hyp)
+    out = {k: v for k, v in comparison.to_dict().items() if k not in ("skipped", "only_in_ref")}
+    out["num_skipped"], out["num_only_in_ref"] = len(comparison.skipped), len(comparison.only_in_ref)
+    return out
 
 
 def report(job, corpus, results: List[AlignResult], oovs: Dict[str, List[str]], evaluation: Optional[dict],
@@ -234,7 +241,7 @@ def report(job, corpus, results: List[AlignResult], oovs: Dict[str, List[str]], 
         "aligned_seconds": round(sum(r.duration for r in aligned), 3),
         "failed": failed, "skipped_files": [s.__dict__ for s in corpus.skipped],
         "skipped_by_reason": dict(Counter(s.reason.split(":")[0] for s in corpus.skipped)),
-        "oov_words": sorted(oovs), "model_dev": evaluation, "reference": _measure(job, results),
+        "oov_words": sorted(oovs), "model_dev": evaluation, "reference": _measure(job, results, corpus.cuts),
         "seconds": {"total": total_seconds, **stage_seconds}, "warnings": warnings, "nothing_to_do": False,
     }
     with atomic_open(job.output / "report.txt", "w", encoding="utf-8") as f:
@@ -264,8 +271,11 @@ def summary_lines(report: Dict[str, Any]) -> List[str]:
                      f"utterances{tse}")
     ref = report.get("reference")
     if ref:
-        lines.append(f"against the reference: TSE boundary {ref['tse_boundary_ms']:.1f} ms, centre "
-                     f"{ref['tse_centre_ms']:.1f} ms over {ref['num_words']} words")
+        from fsalign.results.compare import error_lines
+
+        lines.append(f"against the reference: {ref['num_words']} words of {ref['num_utterances']} utterances "
+                     f"compared ({ref.get('num_skipped', 0)} utterances with other words skipped)")
+        lines += [f"  {line}" for line in error_lines(ref)]
     seconds = report["seconds"]
     lines.append("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))
     lines += [f"WARNING: {w}" for w in report["warnings"]]
