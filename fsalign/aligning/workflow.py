@@ -60,6 +60,9 @@ class CorpusJob:
       reference: reference word times (any format ``fsalign tse`` reads) to measure against.
       progress: progress bars.
       seed: training seed.
+      allow_mismatch: transcripts may not match the audio exactly (:mod:`fsalign.engine.mismatch`, default
+        penalties): untranscribed speech is given to garbage, transcript words that were not spoken are
+        skipped, and the outputs and the report mark both. Training uses the transcripts as they are.
     """
 
     corpus: Path
@@ -75,6 +78,7 @@ class CorpusJob:
     reference: Optional[Path] = None
     progress: bool = True
     seed: int = 42
+    allow_mismatch: bool = False
 
     def check(self) -> None:
         """Validates every option before any work, with one line naming the option and the value.
@@ -94,6 +98,7 @@ class CorpusJob:
         check_option("--oov", self.oov, self.oov in ("g2p", "skip", "error"), "one of g2p, skip, error")
         check_option("--vocab-size", self.vocab_size, is_positive_int(self.vocab_size) and self.vocab_size >= 3,
                      "an integer >= 3")
+        check_option("--allow-mismatch", self.allow_mismatch, isinstance(self.allow_mismatch, bool), "True or False")
         if self.checkpoint is not None:
             from fsalign.checkpoint import load_checkpoint
 
@@ -114,6 +119,8 @@ class CorpusJob:
         """What determines the outputs (recorded in ``work/settings.json``)."""
         d = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()
              if k not in ("output", "progress", "num_jobs", "device", "reference")}
+        if not self.allow_mismatch:
+            del d["allow_mismatch"]  # the settings of runs from before the option
         d["corpus"] = str(Path(self.corpus).resolve())
         if self.checkpoint is not None:
             stat = Path(self.checkpoint).stat()
