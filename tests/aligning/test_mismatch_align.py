@@ -21,13 +21,15 @@ from lhotse.utils import fastcopy
 from praatio import textgrid
 
 import fsalign.aligning.run as run_module
-from fsalign.aligning.aligner import Aligner, align_cuts
+from fsalign.aligning.aligner import Aligner, align_cuts, make_scorer
 from fsalign.aligning.journal import Journal
 from fsalign.aligning.output import render
+from fsalign.checkpoint import LoadedCheckpoint
 from fsalign.cli.main import main
 from fsalign.corpus.tokenizers import CharTokenizer
 from fsalign.engine.builtin import CtcTopology
 from fsalign.engine.mismatch import MismatchOptions
+from fsalign.errors import FsalignError
 from fsalign.results.formats import read_ctm, read_utterances
 from fsalign.scores.posterior import PosteriorScorer
 from tests.align_fixtures import make_tiny_checkpoint, make_tiny_cuts
@@ -184,6 +186,15 @@ def test_every_output_marks_the_skipped_words(oracle, tmp_path, kind):
     assert found == expected
     for utt, (plan, _) in plans.items():
         assert [w.label for w in words[utt]] == [w for w, i in plan if i is not None]
+
+
+def test_mismatch_needs_posterior_scores():
+    checkpoint = LoadedCheckpoint(OracleModel(), CharTokenizer(), CtcTopology(28), {"frame_shift_s": 0.01})
+    with pytest.raises(FsalignError, match="needs --scores posterior"):
+        make_scorer(checkpoint, "gradext", mismatch=MismatchOptions())
+    with pytest.raises(FsalignError, match="mismatch"):
+        make_scorer(checkpoint, "posterior", mismatch=True)
+    assert make_scorer(checkpoint, "posterior", mismatch=MismatchOptions()).mismatch == MismatchOptions()
 
 
 # ----------------------------------------------------------------------------- the command line

@@ -4,8 +4,6 @@ import pytest
 import torch
 
 import fsalign
-from fsalign.aligning.aligner import make_scorer
-from fsalign.checkpoint import LoadedCheckpoint
 from fsalign.engine.builtin import HmmTopology
 from fsalign.engine.mismatch import MismatchOptions, MismatchTopology
 from fsalign.engine.scales import Scales
@@ -72,12 +70,3 @@ def test_posterior_scorer_with_mismatch():
     torch.testing.assert_close(matrix.total(), expected)
     assert scorer.settings()["allow_mismatch"] == options.settings()
     assert "allow_mismatch" not in PosteriorScorer(_Model(), topo).settings()
-
-
-def test_mismatch_needs_posterior_scores():
-    checkpoint = LoadedCheckpoint(_Model(), None, HmmTopology(5), {"frame_shift_s": 0.01})
-    with pytest.raises(FsalignError, match="needs --scores posterior"):
-        make_scorer(checkpoint, "gradext", mismatch=MismatchOptions())
-    with pytest.raises(FsalignError, match="mismatch"):
-        make_scorer(checkpoint, "posterior", mismatch=True)
-    assert make_scorer(checkpoint, "posterior", mismatch=MismatchOptions()).mismatch == MismatchOptions()
