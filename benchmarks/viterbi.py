@@ -14,7 +14,9 @@ time (the worker's median). Rounds are interleaved: each round runs every (size,
 in a rotated order; the tables give medians over rounds. The chain row is
 ``fsalign.viterbi_align`` with the default engine (the chain kernels), the k2 row the same call
 with ``engine="k2"``; both include compiling the transcripts (``topology.compile``) and building
-the token and word spans of every path, as forced_align takes the targets directly;
+the token and word spans of every path (Python objects), as forced_align takes the targets
+directly; the kernel row is the chain kernel alone (``chain_from_topology`` + ``chain_viterbi`` +
+``path_labels``: frame labels and best scores, what forced_align returns);
 forced_align is called once per utterance, as its API requires.
 Paths: forced_align accumulates in the input dtype (float32); each of its paths is re-scored in
 float64 and compared with the chain's exact best score.
@@ -91,6 +93,14 @@ def _method(name, data):
 
     topo = fsalign.CtcTopology(C)
     words = transcripts(targets)
+    if name == "kernel":
+        from fsalign.engine.chain import chain_from_topology, chain_viterbi, path_labels
+
+        def run():
+            chain = chain_from_topology(topo, words)
+            best, states = chain_viterbi(lp, lengths, chain)
+            return path_labels(states, chain), best
+        return run
     engine = {"chain": "auto", "k2": "k2"}[name]
 
     def run():
@@ -262,15 +272,17 @@ def main():
     args = ap.parse_args()
     if args.worker:
         return worker(args.worker, args.data, args.out, args.calls)
-    methods = ["chain", "k2", "forced_align"]
-    pythons = {"chain": sys.executable, "k2": sys.executable, "forced_align": args.bench_python}
+    methods = ["chain", "kernel", "k2", "forced_align"]
+    pythons = {"chain": sys.executable, "kernel": sys.executable, "k2": sys.executable,
+               "forced_align": args.bench_python}
     results, tmp = measure(methods, pythons, args.sizes, args.rounds, args.calls, args.timeout, __file__)
     print(f"B={B}, 1 thread, medians over {args.rounds} rounds (each a worker process: median of {args.calls} "
           f"calls after a warm-up); peak = VmHWM during the first full call minus VmRSS before it; load average "
           f"{os.getloadavg()[0]:.1f} at the end.\n")
-    print("| T | C | chain ms | k2 ms | forced_align ms | chain / fa | chain / k2 | chain MiB | k2 MiB | "
-          "fa MiB | chain / fa mem | fa paths below best (max gap) | fa path = chain path |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| T | C | chain ms | kernel ms | k2 ms | forced_align ms | chain / fa | kernel / fa | chain / k2 | "
+          "chain MiB | kernel MiB | k2 MiB | fa MiB | chain / fa mem | kernel / fa mem | "
+          "fa paths below best (max gap) | fa path = chain path |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for s in args.sizes:
         T, C = s.split("x")
         t = {m: med(results[s][m], "ms") for m in methods}
@@ -280,10 +292,11 @@ def main():
         chk_txt = "-" if chk is None else f"{chk[0]}/{B} ({chk[1]:.2g})"
         same_txt = "-" if chk is None else f"{chk[2]}/{B}"
         errors = {m: results[s][m][0]["error"] for m in methods if t[m] is None and results[s][m]}
-        print(f"| {T} | {C} | {fmt(t['chain'])} | {fmt(t['k2'])} | {fmt(t['forced_align'])} | "
-              f"{fmt(ratio(t['chain'], t['forced_align']), 2)} | {fmt(ratio(t['chain'], t['k2']), 3)} | "
-              f"{fmt(mem['chain'])} | {fmt(mem['k2'])} | {fmt(mem['forced_align'])} | "
-              f"{fmt(ratio(mem['chain'], mem['forced_align']), 2)} | {chk_txt} | {same_txt} |")
+        print(f"| {T} | {C} | {fmt(t['chain'])} | {fmt(t['kernel'])} | {fmt(t['k2'])} | {fmt(t['forced_align'])} | "
+              f"{fmt(ratio(t['chain'], t['forced_align']), 2)} | {fmt(ratio(t['kernel'], t['forced_align']), 2)} | "
+              f"{fmt(ratio(t['chain'], t['k2']), 3)} | {fmt(mem['chain'])} | {fmt(mem['kernel'])} | "
+              f"{fmt(mem['k2'])} | {fmt(mem['forced_align'])} | {fmt(ratio(mem['chain'], mem['forced_align']), 2)} | "
+              f"{fmt(ratio(mem['kernel'], mem['forced_align']), 2)} | {chk_txt} | {same_txt} |")
         for m, e in errors.items():
             print(f"  {m} at {s}: {e}")
     if args.json:

@@ -95,7 +95,7 @@ def make_tiny_cuts(tmp_path: Pathlike, n: int = 4, part: str = "dev-clean-2", fe
 
 
 def make_tiny_checkpoint(tmp_path: Pathlike, topology: str = "ctc", train_steps: int = 0, seed: int = 0,
-                         cuts: Optional[Pathlike] = None, name: str = "tiny.pt") -> Path:
+                         cuts: Optional[Pathlike] = None, name: str = "tiny.pt", aed_layers: int = 0) -> Path:
     """Writes ``tmp_path/name``: a tiny Conformer checkpoint as :func:`fsalign.training.loop.train` saves it.
 
     Args:
@@ -107,6 +107,7 @@ def make_tiny_checkpoint(tmp_path: Pathlike, topology: str = "ctc", train_steps:
       cuts: the cuts for training and the corpus prior (default: 4 of dev-clean-2,
         written under ``tmp_path``).
       name: file name of the checkpoint.
+      aed_layers: layers of an (untrained) auxiliary AED decoder; 0: none.
 
     Returns:
       The checkpoint path. Tokenizer: characters A-Z and apostrophe (28 columns, blank 0);
@@ -124,7 +125,7 @@ def make_tiny_checkpoint(tmp_path: Pathlike, topology: str = "ctc", train_steps:
     scales = criterion_scales(args)
     torch.manual_seed(seed)
     config = ConformerConfig.from_preset("tiny", tokenizer.num_labels, subsampling=4, dropout=0.0,
-                                         spec_augment=False)
+                                         spec_augment=False, aed_layers=aed_layers)
     model = ConformerModel(config)
     opt = torch.optim.AdamW(model.parameters(), lr=args.peak_lr, weight_decay=args.weight_decay)
     loader = make_dataloader(cuts, tokenizer, max_duration=args.max_duration, rank=0, world_size=1)

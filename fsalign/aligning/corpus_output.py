@@ -31,7 +31,7 @@ from fsalign.results.manifests import cut_with_alignment
 from fsalign.results.times import UtteranceTimes
 from fsalign.util import atomic_open
 
-__all__ = ["CTM_NAME", "CUTS_NAME", "output_stem", "write_corpus_outputs"]
+__all__ = ["CTM_NAME", "CUTS_NAME", "output_stem", "recording_tokens", "write_corpus_outputs"]
 
 CTM_NAME = "alignments.ctm"
 CUTS_NAME = "alignments.jsonl.gz"
@@ -58,6 +58,12 @@ def _by_recording(results: Dict[str, AlignResult], cuts) -> Dict[str, Tuple[obje
         groups[cut.recording_id].append((cut, result.times.shifted(cut.start)))
         first.setdefault(cut.recording_id, cut)
     return {rec: (first[rec], sorted(items, key=lambda x: x[0].start)) for rec, items in groups.items()}
+
+
+def recording_tokens(results: Iterable[AlignResult], cuts) -> Dict[str, list]:
+    """Recording id -> the token spans of its aligned cuts in recording time, in time order (the token tiers)."""
+    recordings = _by_recording({r.cut_id: r for r in results}, list(cuts))
+    return {rec: [t for _, times in items for t in times.tokens] for rec, (_, items) in recordings.items()}
 
 
 def write_corpus_outputs(output_dir: Path, results: Iterable[AlignResult], cuts, token_tier: str = "tokens") -> int:

@@ -191,14 +191,16 @@ def align(job, work: Path, cuts, corpus_cuts, tokenizer, checkpoint: Path) -> Li
 
     device = job.device or ("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load_checkpoint(checkpoint, device)
-    aligner = Aligner(make_scorer(loaded, "posterior", mismatch=MismatchOptions() if job.allow_mismatch else None),
+    aligner = Aligner(make_scorer(loaded, job.scores, grad_source=job.grad_source, aed_weight=job.aed_weight,
+                                  mismatch=MismatchOptions() if job.allow_mismatch else None),
                       tokenizer)
     header = {"checkpoint": str(checkpoint), "size": checkpoint.stat().st_size, **aligner.settings()}
     journal = Journal(work / "align.journal.jsonl", header)
+    batch_duration = 0.0 if job.scores != "posterior" and aligner.device.type == "cpu" else 100.0  # as fsalign align
     try:
         done = set(journal.offsets)
         bar = tqdm(total=len(cuts), initial=len(done), unit="utt", desc="align", disable=not job.progress)
-        for results in align_cuts(aligner, cuts, max_duration=100.0, done=done):
+        for results in align_cuts(aligner, cuts, max_duration=batch_duration, done=done):
             journal.append(results)
             bar.update(len(results))
         bar.close()
@@ -211,19 +213,23 @@ def align(job, work: Path, cuts, corpus_cuts, tokenizer, checkpoint: Path) -> Li
     return results
 
 
-def _measure(job, results: List[AlignResult]) -> Optional[Dict[str, Any]]:
+def _measure(job, results: List[AlignResult], cuts) -> Optional[Dict[str, Any]]:
+    """``fsalign tse --ref REFERENCE --hyp OUTPUT/alignments.ctm``, with the token tiers as the hypothesis' tokens."""
     if job.reference is None:
         return None
-    from fsalign.results.compare import compare_alignments
+    from fsalign.aligning.corpus_output import recording_tokens
+    from fsalign.results.compare import compare_alignments, with_tokens
     from fsalign.results.formats import read_utterances
 
-    reference, aligned = read_utterances(job.reference), read_utterances(job.output / CTM_NAME)
-    comparison = compare_alignments(reference, aligned)
+    reference = read_utterances(job.reference)
+    hyp = with_tokens(read_utterances(job.output / CTM_NAME), recording_tokens(results, cuts))
+    comparison = compare_alignments(reference, hyp)
     out = {k: v for k, v in comparison.to_dict().items() if k not in ("skipped", "only_in_ref")}
+    out["num_skipped"], out["num_only_in_ref"] = len(comparison.skipped), len(comparison.only_in_ref)
     if job.allow_mismatch:  # the words differ where words were skipped: compare the words both sides have
         from fsalign.results.matched import compare_matched
 
-        out["matched"] = compare_matched(reference, aligned).to_dict()
+        out["matched"] = compare_matched(reference, hyp).to_dict()
     return out
 
 
@@ -259,7 +265,7 @@ def report(job, corpus, results: List[AlignResult], oovs: Dict[str, List[str]], 
         "aligned_seconds": round(sum(r.duration for r in aligned), 3),
         "failed": failed, "skipped_files": [s.__dict__ for s in corpus.skipped],
         "skipped_by_reason": dict(Counter(s.reason.split(":")[0] for s in corpus.skipped)),
-        "oov_words": sorted(oovs), "model_dev": evaluation, "reference": _measure(job, results),
+        "oov_words": sorted(oovs), "model_dev": evaluation, "reference": _measure(job, results, corpus.cuts),
         "seconds": {"total": total_seconds, **stage_seconds}, "warnings": warnings, "nothing_to_do": False,
     }
     if job.allow_mismatch:
@@ -295,9 +301,12 @@ def summary_lines(report: Dict[str, Any]) -> List[str]:
                      f"{len(mismatch['skipped_words'])} files (report.json: mismatch), "
                      f"{mismatch['untranscribed_seconds']:.1f} s of untranscribed audio")
     ref = report.get("reference")
-    if ref and ref.get("tse_boundary_ms") is not None:
-        lines.append(f"against the reference: TSE boundary {ref['tse_boundary_ms']:.1f} ms, centre "
-                     f"{ref['tse_centre_ms']:.1f} ms over {ref['num_words']} words")
+    if ref:
+        from fsalign.results.compare import error_lines
+
+        lines.append(f"against the reference: {ref['num_words']} words of {ref['num_utterances']} utterances "
+                     f"compared ({ref.get('num_skipped', 0)} utterances with other words skipped)")
+        lines += [f"  {line}" for line in error_lines(ref)]
     matched = (ref or {}).get("matched")
     if matched and matched.get("tse_boundary_ms") is not None:
         lines.append(f"against the reference, the words both have: TSE boundary {matched['tse_boundary_ms']:.1f} "

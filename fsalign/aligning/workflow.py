@@ -13,7 +13,8 @@ What ``mfa train`` and ``mfa align`` do, in resumable stages under ``OUTPUT/work
 4. **train** (without a checkpoint): a held-out split (``work/cuts_train``/``cuts_dev``), then
    the recipe's converging defaults (HMM topology for phones with the prior warm-up, CTC
    otherwise) with epochs adapted to the corpus' size, resumable (``OUTPUT/model/``);
-5. **align**: every cut, journaled (``work/align.journal.jsonl``), then the outputs of
+5. **align**: every cut (posterior Viterbi, or the gradient scores of ``scores``/``grad_source``),
+   journaled (``work/align.journal.jsonl``), then the outputs of
    :mod:`fsalign.aligning.corpus_output` (one TextGrid per audio file mirroring the corpus, a CTM,
    Lhotse cuts) and ``OUTPUT/report.json`` / ``report.txt``.
 
@@ -60,6 +61,10 @@ class CorpusJob:
       reference: reference word times (any format ``fsalign tse`` reads) to measure against.
       progress: progress bars.
       seed: training seed.
+      scores: "posterior", "grad" or "gradext" (:func:`~fsalign.aligning.aligner.make_scorer`).
+      grad_source: "ctc", "aed", "hybrid" or None (AED when the checkpoint has a decoder, else CTC;
+        a model trained here has none).
+      aed_weight: λ_AED of the hybrid grad source, or None.
       allow_mismatch: transcripts may not match the audio exactly (:mod:`fsalign.engine.mismatch`, default
         penalties): untranscribed speech is given to garbage, transcript words that were not spoken are
         skipped, and the outputs and the report mark both. Training uses the transcripts as they are.
@@ -78,6 +83,9 @@ class CorpusJob:
     reference: Optional[Path] = None
     progress: bool = True
     seed: int = 42
+    scores: str = "posterior"
+    grad_source: Optional[str] = None
+    aed_weight: Optional[float] = None
     allow_mismatch: bool = False
 
     def check(self) -> None:
@@ -98,11 +106,19 @@ class CorpusJob:
         check_option("--oov", self.oov, self.oov in ("g2p", "skip", "error"), "one of g2p, skip, error")
         check_option("--vocab-size", self.vocab_size, is_positive_int(self.vocab_size) and self.vocab_size >= 3,
                      "an integer >= 3")
+        from fsalign.aligning.aligner import MISMATCH_NEEDS_POSTERIOR, SCORES, grad_weights, has_decoder
+
+        check_option("--scores", self.scores, self.scores in SCORES, f"one of {SCORES}")
         check_option("--allow-mismatch", self.allow_mismatch, isinstance(self.allow_mismatch, bool), "True or False")
+        if self.allow_mismatch and self.scores != "posterior":
+            raise FsalignError(MISMATCH_NEEDS_POSTERIOR)
         if self.checkpoint is not None:
             from fsalign.checkpoint import load_checkpoint
 
-            load_checkpoint(self.checkpoint)  # a one-line FsalignError for anything that is not one
+            loaded = load_checkpoint(self.checkpoint)  # a one-line FsalignError for anything that is not one
+            grad_weights(self.scores, self.grad_source, self.aed_weight, has_decoder(loaded.model))
+        else:
+            grad_weights(self.scores, self.grad_source, self.aed_weight, False, "the model align-corpus trains")
         if self.reference is not None and not Path(self.reference).exists():
             raise FsalignError(f"reference {self.reference} does not exist")
         if self.output.exists() and not self.output.is_dir():
@@ -119,6 +135,9 @@ class CorpusJob:
         """What determines the outputs (recorded in ``work/settings.json``)."""
         d = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()
              if k not in ("output", "progress", "num_jobs", "device", "reference")}
+        for k, default in (("scores", "posterior"), ("grad_source", None), ("aed_weight", None)):
+            if d[k] == default:  # recorded when set, so that the folders of earlier runs stay valid
+                del d[k]
         if not self.allow_mismatch:
             del d["allow_mismatch"]  # the settings of runs from before the option
         d["corpus"] = str(Path(self.corpus).resolve())

@@ -86,6 +86,12 @@ def _mismatch_options(allow: bool, garbage_penalty, skip_penalty, scores: str):
 @click.option("--grad-prefix", type=click.Choice(["forward", "onset"]), default="forward", show_default=True,
               help="CTC prefix score in G: forward (eq. 23 read literally: forward variables summed over t) "
                    "or onset (Hori et al.: a_s first emitted at t); see docs/gradscore.md.")
+@click.option("--grad-source", type=click.Choice(["ctc", "aed", "hybrid"]), default=None,
+              help="Label scores G differentiates (grad/gradext): ctc (prefix scores), aed (the decoder) or hybrid "
+                   "(eq. 50: (1-λ)·CTC + λ·AED).  [default: aed when the checkpoint has an AED decoder "
+                   "(trained with --aed-layers), else ctc]")
+@click.option("--aed-weight", type=float, default=None,
+              help="λ of --grad-source hybrid, in [0, 1] (given alone, it implies hybrid).  [default: 0.5]")
 @click.option("--allow-mismatch", is_flag=True,
               help="Transcripts may not match the audio exactly: untranscribed speech goes to a garbage state at "
                    "word boundaries, transcript words that were not spoken are skipped (marked in every output; "
@@ -113,8 +119,9 @@ def _mismatch_options(allow: bool, garbage_penalty, skip_penalty, scores: str):
               help="Discard the journal of an earlier unfinished run instead of resuming.  [default: off, resume]")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar (utterances/s, real-time factor).")
 def align(checkpoint, cuts_path, output, scores, level, topology, prior_scale, blank_penalty, posterior_scale,
-          transition_scale, grad_p, grad_chunk_size, grad_blank_score, grad_percentile, grad_prefix, allow_mismatch,
-          garbage_penalty, skip_penalty, batch_duration, window, num_workers, shard, device, restart, progress):
+          transition_scale, grad_p, grad_chunk_size, grad_blank_score, grad_percentile, grad_prefix, grad_source,
+          aed_weight, allow_mismatch, garbage_penalty, skip_penalty, batch_duration, window, num_workers, shard, device,
+          restart, progress):
     """Align the cuts of a corpus with a trained model and write word (and token) times.
 
     Utterances that cannot be aligned (unreadable audio, units the model does not know,
@@ -167,7 +174,7 @@ def align(checkpoint, cuts_path, output, scores, level, topology, prior_scale, b
             loaded, scores, topology=topology, prior_scale=prior_scale, blank_penalty=blank_penalty,
             posterior_scale=posterior_scale, transition_scale=transition_scale, grad_p=grad_p,
             grad_chunk_size=grad_chunk_size, grad_blank_score=grad_blank_score, grad_percentile=grad_percentile,
-            grad_prefix=grad_prefix, mismatch=mismatch)
+            grad_prefix=grad_prefix, grad_source=grad_source, aed_weight=aed_weight, mismatch=mismatch)
     except FsalignError as e:
         _fail(e)
     except Exception as e:

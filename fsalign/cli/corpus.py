@@ -28,6 +28,15 @@ __all__ = ["align_corpus"]
 @click.option("--reference", type=click.Path(path_type=Path), default=None,
               help="Reference word times (CTM, TextGrid folder, LibriSpeech alignments, cuts) to measure against; "
                    "the TSE goes to the report.")
+@click.option("--scores", type=click.Choice(["posterior", "grad", "gradext"]), default="posterior",
+              help="posterior: Viterbi on the model's output; grad/gradext: GradScore/GradScoreExt on the input "
+                   "gradients (10 ms resolution, see fsalign align).")
+@click.option("--grad-source", type=click.Choice(["ctc", "aed", "hybrid"]), default=None,
+              help="Label scores G differentiates (grad/gradext): ctc, aed or hybrid (eq. 50: (1-λ)·CTC + λ·AED); "
+                   "aed and hybrid need a --checkpoint with an AED decoder.  [default: aed when the checkpoint has "
+                   "one, else ctc]")
+@click.option("--aed-weight", type=float, default=None,
+              help="λ of --grad-source hybrid, in [0, 1] (given alone, it implies hybrid).  [default: 0.5]")
 @click.option("--num-jobs", type=int, default=1, help="Processes computing features.")
 @click.option("--device", default=None, help="Torch device.  [default: cuda if available, else cpu]")
 @click.option("--seed", type=int, default=42, help="Training seed.")
@@ -36,8 +45,8 @@ __all__ = ["align_corpus"]
                    "transcript words that were not spoken are skipped; outputs and report mark both.  "
                    "[default: off]")
 @click.option("--progress/--no-progress", default=True, help="Progress bars.")
-def align_corpus(corpus, output, checkpoint, unit, epochs, layout, oov, vocab_size, reference, num_jobs, device, seed,
-                 allow_mismatch, progress):
+def align_corpus(corpus, output, checkpoint, unit, epochs, layout, oov, vocab_size, reference, scores, grad_source,
+                 aed_weight, num_jobs, device, seed, allow_mismatch, progress):
     """Align a corpus as it is kept: audio files with transcripts, Kaldi, LibriSpeech or Lhotse.
 
     CORPUS is a folder of audio files with a transcript of the same name beside each (MFA
@@ -56,7 +65,8 @@ def align_corpus(corpus, output, checkpoint, unit, epochs, layout, oov, vocab_si
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     job = CorpusJob(corpus, output, checkpoint, unit, layout, epochs, num_jobs, device, oov, vocab_size, reference,
-                    progress, seed, allow_mismatch)
+                    progress, seed, scores=scores, grad_source=grad_source, aed_weight=aed_weight,
+                    allow_mismatch=allow_mismatch)
     try:
         report = run(job)
     except FsalignError as e:

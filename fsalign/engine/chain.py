@@ -98,7 +98,8 @@ class Chain:
         return Chain(*(getattr(self, k).to(device) for k in self.__dataclass_fields__))
 
 
-def chain_from_topology(topology, transcripts, transition_scale: float = 1.0, device="cpu") -> Chain:
+def chain_from_topology(topology, transcripts, transition_scale: float = 1.0, device="cpu",
+                        validate: bool = True) -> Chain:
     """Chains of a batch of transcripts under a built-in topology.
 
     Args:
@@ -107,6 +108,7 @@ def chain_from_topology(topology, transcripts, transition_scale: float = 1.0, de
       transcripts: ``list[list[list[int]]]``, utterance -> words -> token ids.
       transition_scale: γ, multiplies the loop/forward log-probs.
       device: where the tensors go.
+      validate: check the transcripts (False: they come from ``topology.compile``, already checked).
 
     Returns:
       Chain with B = len(transcripts) chains.
@@ -116,7 +118,8 @@ def chain_from_topology(topology, transcripts, transition_scale: float = 1.0, de
     """
     if not isinstance(topology, (CtcTopology, HmmTopology)):
         raise FsalignError(f"chain kernels need a CTC, relaxed or HMM topology, got {topology!r}")
-    transcripts = validate_transcripts(transcripts, topology.valid_tokens, topology.name)
+    if validate:
+        transcripts = validate_transcripts(transcripts, topology.valid_tokens, topology.name)
     gamma = float(transition_scale)
     hmm = isinstance(topology, HmmTopology)
     token_q = topology.label_loop
@@ -192,7 +195,8 @@ def graphs_chain(graphs: TrainingGraphs, transition_scale: float, device) -> Cha
     """The chains of built-in training graphs with transitions scaled by γ (built once per γ and device)."""
     key = ("chain", float(transition_scale), str(device))
     if key not in graphs.cache:
-        graphs.cache[key] = chain_from_topology(graphs.topology, graphs.transcripts, transition_scale, device)
+        graphs.cache[key] = chain_from_topology(graphs.topology, graphs.transcripts, transition_scale, device,
+                                                  validate=False)
     return graphs.cache[key]
 
 

@@ -69,13 +69,14 @@ def validate_transcripts(transcripts, token_ids: Sequence[bool], what: str) -> L
     num_ids = len(token_ids)
     out = []
     for u, utt in enumerate(transcripts):
-        if not isinstance(utt, Sequence) or isinstance(utt, (str, bytes)):
+        if type(utt) is not list and (not isinstance(utt, Sequence) or isinstance(utt, (str, bytes))):
             raise FsalignError(
                 f"utterance {u}: expected a list of words (each a list of token ids), got {utt!r}"
             )
         words = []
         for w, word in enumerate(utt):
-            if isinstance(word, (int, np.integer)) or not isinstance(word, Sequence):
+            # (exact types first: the abstract-class checks cost microseconds per call)
+            if type(word) is not list and (isinstance(word, (int, np.integer)) or not isinstance(word, Sequence)):
                 raise FsalignError(
                     f"utterance {u}, word {w}: expected a list of token ids, got {word!r} "
                     f"(transcripts are utterance -> words -> token ids)"
@@ -84,9 +85,10 @@ def validate_transcripts(transcripts, token_ids: Sequence[bool], what: str) -> L
                 raise FsalignError(f"utterance {u}, word {w}: a word needs at least one token")
             ids = []
             for tok in word:
-                if not isinstance(tok, (int, np.integer)) or isinstance(tok, bool):
-                    raise FsalignError(f"utterance {u}, word {w}: token {tok!r} is not an int")
-                tok = int(tok)
+                if type(tok) is not int:
+                    if not isinstance(tok, (int, np.integer)) or isinstance(tok, bool):
+                        raise FsalignError(f"utterance {u}, word {w}: token {tok!r} is not an int")
+                    tok = int(tok)
                 if not (0 <= tok < num_ids and token_ids[tok]):
                     raise FsalignError(
                         f"utterance {u}, word {w}: token id {tok} is not a token of {what} "

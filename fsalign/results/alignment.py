@@ -200,10 +200,8 @@ def spans_from_path(
         )
     # first and last frame of each position (frames are sorted)
     bounds = np.searchsorted(pos, np.arange(len(tokens) + 1))
-    token_spans = [
-        TokenSpan(i, word_of[i], tokens[i], int(frames[bounds[i]]), int(frames[bounds[i + 1] - 1]) + 1)
-        for i in range(len(tokens))
-    ]
+    starts, ends = frames[bounds[:-1]].tolist(), (frames[bounds[1:] - 1] + 1).tolist()
+    token_spans = [TokenSpan(i, word_of[i], tokens[i], starts[i], ends[i]) for i in range(len(tokens))]
     word_spans = []
     i = 0
     for w, word in enumerate(transcript):

@@ -7,7 +7,8 @@ with ``+`` and read ``.value`` (or the named properties) at the end.
 * framewise cross entropy w.r.t. a reference alignment (eq. 12/18), per frame;
 * average blank/silence posterior E p(eps|x);
 * label/word error rate (N_sub + N_ins + N_del) / N_ref, via kaldialign;
-* time stamp error (TSE): boundary ("LR") and centre variants;
+* time stamp error (TSE): boundary ("LR") and centre variants, mean absolute and signed start and
+  end errors, the share of boundaries within a tolerance;
 * silence ratio (audio in no word) and blank ratio (audio in no token) of an alignment,
   and average token duration.
 
@@ -99,17 +100,32 @@ class ErrorStats:
 
 @dataclass(frozen=True)
 class TimeStampError:
-    """Sums behind the TSE over a set of sequences, in the unit of the spans.
+    """Sums behind the TSE and the boundary errors over a set of sequences, in the unit of the spans.
+
+    Δ is hypothesis minus reference: a positive Δstart is a word that starts late.
 
     Attributes:
-      boundary_sum: sum over words of |start_ref - start_hyp| + |end_ref - end_hyp|.
-      centre_sum: sum over words of |centre_ref - centre_hyp|, centre = (start + end) / 2.
+      boundary_sum: sum over words of |Δstart| + |Δend|.
+      centre_sum: sum over words of |Δcentre|, centre = (start + end) / 2.
       num_words: number of words.
+      onset_sum, offset_sum: sums over words of |Δstart| and of |Δend|.
+      onset_bias_sum, offset_bias_sum: sums over words of Δstart and of Δend (signed).
+      tolerances: the tolerances τ of ``within``.
+      within: per tolerance, the boundaries (each word's start and its end) with |Δ| <= τ.
     """
 
     boundary_sum: float
     centre_sum: float
     num_words: int
+    onset_sum: float = 0.0
+    offset_sum: float = 0.0
+    onset_bias_sum: float = 0.0
+    offset_bias_sum: float = 0.0
+    tolerances: Tuple[float, ...] = ()
+    within: Tuple[int, ...] = ()
+
+    def _mean(self, total: float) -> float:
+        return total / self.num_words if self.num_words else float("nan")
 
     @property
     def boundary(self) -> float:
@@ -119,11 +135,34 @@ class TimeStampError:
     @property
     def centre(self) -> float:
         """Centre TSE ("Center" in Tables 3-6): centre_sum / num_words."""
-        return self.centre_sum / self.num_words if self.num_words else float("nan")
+        return self._mean(self.centre_sum)
+
+    @property
+    def onset_offset(self) -> Tuple[float, float]:
+        """(mean |Δstart|, mean |Δend|): the mean absolute onset and offset errors."""
+        return self._mean(self.onset_sum), self._mean(self.offset_sum)
+
+    @property
+    def bias(self) -> Tuple[float, float]:
+        """(mean Δstart, mean Δend): the signed onset and offset errors (> 0: the hypothesis is late)."""
+        return self._mean(self.onset_bias_sum), self._mean(self.offset_bias_sum)
+
+    @property
+    def within_share(self) -> Tuple[float, ...]:
+        """Per tolerance, the share of the 2 num_words boundaries with |Δ| <= τ (NaN without words)."""
+        return tuple(n / (2 * self.num_words) if self.num_words else float("nan") for n in self.within)
 
     def __add__(self, other: "TimeStampError") -> "TimeStampError":
+        if self.tolerances != other.tolerances:  # fine when one side is empty (all its sums are 0)
+            if self.num_words and other.num_words:
+                raise ValueError(f"cannot add time stamp errors with tolerances {self.tolerances} and "
+                                 f"{other.tolerances}")
+            return other if other.num_words else self
         return TimeStampError(
-            self.boundary_sum + other.boundary_sum, self.centre_sum + other.centre_sum, self.num_words + other.num_words
+            self.boundary_sum + other.boundary_sum, self.centre_sum + other.centre_sum,
+            self.num_words + other.num_words, self.onset_sum + other.onset_sum, self.offset_sum + other.offset_sum,
+            self.onset_bias_sum + other.onset_bias_sum, self.offset_bias_sum + other.offset_bias_sum,
+            self.tolerances, tuple(a + b for a, b in zip(self.within, other.within)),
         )
 
 
@@ -252,22 +291,32 @@ def _bounds(span: Span) -> Tuple[float, float]:
     return float(start), float(end)
 
 
-def time_stamp_error(ref: Sequence[Sequence[Span]], hyp: Sequence[Sequence[Span]]) -> TimeStampError:
-    """Time stamp error of word spans w.r.t. a reference alignment (A.4.2).
+def time_stamp_error(ref: Sequence[Sequence[Span]], hyp: Sequence[Sequence[Span]],
+                     tolerances: Sequence[float] = ()) -> TimeStampError:
+    """Time stamp error and boundary errors of word spans w.r.t. a reference alignment (A.4.2).
 
     TSE = sum_w (|start_ref - start_hyp| + |end_ref - end_hyp|) / (2 N_words)
     (``.boundary``), and the centre variant sum_w |centre_ref - centre_hyp| / N_words
-    (``.centre``). Units are those of the spans: frames (synthetic data) or
-    seconds; both sides must use the same unit and end convention.
+    (``.centre``); the mean absolute and signed start and end errors (``.onset_offset``,
+    ``.bias``) and, per tolerance τ, the share of
+    boundaries (a word's start and its end, 2 N_words in all) with |Δ| <= τ (``.within_share``;
+    to a relative 1e-9, so that times of whole milliseconds 10 ms apart are within 10 ms).
+    Units are those of the spans: frames (synthetic data) or seconds; both sides must use the
+    same unit and end convention. Applied to the tokens of matched words it is the token
+    boundary error (:func:`fsalign.results.compare.compare_alignments`).
 
     Args:
       ref: per sequence, the reference word spans: (start, end) pairs or objects
         with ``.start``/``.end`` (e.g. ``Alignment.words``).
       hyp: per sequence, the model's word spans; same number of words as ``ref``.
+      tolerances: the τ of ``within``, in the unit of the spans (none by default).
     """
     if len(ref) != len(hyp):
         raise ValueError(f"need the same number of sequences, got {len(ref)} references and {len(hyp)} hypotheses")
+    tolerances = tuple(float(t) for t in tolerances)
     boundary, centre, count = 0.0, 0.0, 0
+    onset = offset = onset_bias = offset_bias = 0.0
+    within = [0] * len(tolerances)
     for index, (ref_words, hyp_words) in enumerate(zip(ref, hyp)):
         if len(ref_words) != len(hyp_words):
             raise ValueError(
@@ -277,8 +326,12 @@ def time_stamp_error(ref: Sequence[Sequence[Span]], hyp: Sequence[Sequence[Span]
             (rs, re), (hs, he) = _bounds(ref_span), _bounds(hyp_span)
             boundary += abs(rs - hs) + abs(re - he)
             centre += abs((rs + re) - (hs + he)) / 2
+            onset, offset = onset + abs(hs - rs), offset + abs(he - re)
+            onset_bias, offset_bias = onset_bias + (hs - rs), offset_bias + (he - re)
+            for k, tol in enumerate(tolerances):
+                within[k] += (abs(hs - rs) <= tol * (1 + 1e-9)) + (abs(he - re) <= tol * (1 + 1e-9))
             count += 1
-    return TimeStampError(boundary, centre, count)
+    return TimeStampError(boundary, centre, count, onset, offset, onset_bias, offset_bias, tolerances, tuple(within))
 
 
 def uncovered(spans: Sequence[Span], duration: float) -> float:

@@ -12,7 +12,7 @@ Dimension symbols legend:
 """
 import functools
 import math
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -24,10 +24,33 @@ from fsalign.scores.matrix import ScoreMatrix
 from fsalign.scores.prefix import transcript_targets
 from fsalign.util import Seconds, check_option, is_finite_number, is_positive_int, valid_frame_mask
 
-__all__ = ["VARIANTS", "GradientScorer", "grad_score_matrix", "gradscore_matrix", "grad_align"]
+__all__ = ["VARIANTS", "GRAD_SOURCES", "GradientScorer", "grad_score_matrix", "gradscore_matrix", "grad_align",
+           "grad_source_weights"]
 
 VARIANTS = ("grad", "gradext")
 """GradScore (eq. 24-25) and GradScoreExt (eq. 43-48)."""
+
+GRAD_SOURCES = ("ctc", "aed", "hybrid")
+"""Which label log-probability G differentiates: CTC prefix scores, the AED decoder, or both (eq. 50)."""
+
+
+def grad_source_weights(source: str, aed_weight: Optional[float] = None) -> Tuple[float, float]:
+    """(λ_CTC, λ_AED) of eq. 50 for a grad source.
+
+    ``"ctc"`` is (1, 0), ``"aed"`` (0, 1) and ``"hybrid"`` (1 − λ, λ) with λ = ``aed_weight``
+    (default 0.5; the paper's weights add up to 1, appendix A.7).
+
+    Raises:
+      FsalignError: an unknown source, λ outside [0, 1], or λ with a source other than hybrid.
+    """
+    check_option("grad source", source, source in GRAD_SOURCES, f"one of {GRAD_SOURCES}")
+    if source != "hybrid":
+        if aed_weight is not None:
+            raise FsalignError(f"aed weight {aed_weight} applies to grad source 'hybrid', not {source!r}")
+        return (1.0, 0.0) if source == "ctc" else (0.0, 1.0)
+    weight = 0.5 if aed_weight is None else aed_weight
+    check_option("aed weight", weight, is_finite_number(weight) and 0 <= weight <= 1, "in [0, 1]")
+    return 1.0 - float(weight), float(weight)
 
 
 def _log_softmax_valid(x: torch.Tensor, valid: torch.Tensor, dim: int) -> torch.Tensor:

@@ -3,9 +3,10 @@
 The loss and the alignment are those of the criterion being trained
 (:class:`~fsalign.training.criterion.FullSumCriterion`: topology, scales and prior), so the
 checkpoint kept as ``best.pt`` is the best under that criterion. Alignment quality compares the
-Viterbi word spans with the reference word times the cuts carry (``Batch.word_alignments``),
-matched by word sequence as ``fsalign tse`` matches them; encoder frames are placed on the
-audio as ``fsalign align`` places them (:meth:`~fsalign.scores.matrix.ScoreMatrix.from_posteriors`).
+Viterbi word spans with the reference word times the cuts carry (``Batch.word_alignments``)
+with the comparer of ``fsalign tse`` (:class:`~fsalign.results.compare.AlignmentComparer`: words
+matched by sequence, the same error definitions); encoder frames are placed on the audio as
+``fsalign align`` places them (:meth:`~fsalign.scores.matrix.ScoreMatrix.from_posteriors`).
 
 Dimension symbols:
   B: batch size.
@@ -17,19 +18,18 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from fsalign.results.compare import word_mismatch
+from fsalign.results.compare import AlignmentComparer
 from fsalign.results.metrics import (
     Average,
     ErrorStats,
-    TimeStampError,
     average_token_duration,
     blank_ratio,
     error_rate,
     greedy_decode,
     silence_ratio,
-    time_stamp_error,
     word_error_rate,
 )
+from fsalign.results.times import TimedSpan, UtteranceTimes
 from fsalign.training.criterion import FullSumCriterion
 
 __all__ = ["evaluate"]
@@ -54,20 +54,22 @@ def evaluate(model: torch.nn.Module, loader, criterion: FullSumCriterion, device
     Returns:
       dict: ``loss`` (full-sum NLL per frame), ``ler`` (greedy, collapsed, blank/silence
       removed, over tokens), ``wer`` (SentencePiece units only, else None),
-      ``tse_boundary_ms``, ``tse_centre_ms`` (None without reference word times),
       ``silence_ratio`` (frames in no word), ``blank_ratio`` (frames in no token: on
       blank/silence), ``token_duration_ms``, ``utterances``, ``aligned_words``,
-      ``infeasible`` (utterances too short for their transcript) and ``unscored``
-      (utterances whose reference words differ from the transcript's).
+      ``infeasible`` (utterances too short for their transcript), ``unscored``
+      (utterances whose reference words differ from the transcript's) and the word errors
+      of :meth:`fsalign.results.compare.AlignmentComparison.errors` (``tse_boundary_ms``,
+      ``tse_centre_ms``, ``onset_ms``, ``offset_ms``, their biases, ``within_ms``, ...; None
+      without reference word times; no token errors: the cuts carry reference words only).
     """
     was_training = model.training
     model.eval()
     device = device if device is not None else next(model.parameters()).device
     loss_sum, loss_frames = 0.0, 0
-    ler, wer, tse = ErrorStats(0, 0, 0, 0), ErrorStats(0, 0, 0, 0), TimeStampError(0.0, 0.0, 0)
+    ler, wer, comparer = ErrorStats(0, 0, 0, 0), ErrorStats(0, 0, 0, 0), AlignmentComparer()
     word_starts = _word_starts(tokenizer)
     sil, blank, dur = Average(0.0, 0), Average(0.0, 0), Average(0.0, 0)
-    utterances = infeasible = unscored = 0
+    utterances = infeasible = 0
     frame_step_s = 0.0
     for batch in loader:
         if len(batch) == 0:
@@ -88,7 +90,6 @@ def evaluate(model: torch.nn.Module, loader, criterion: FullSumCriterion, device
         if word_starts is not None:
             ref_texts = [tokenizer.decode(words) for words in batch.transcripts]
             wer = wer + word_error_rate(ref_texts, [tokenizer.decode(_split_words(h, word_starts)) for h in hyps])
-        ref_spans, hyp_spans = [], []
         for b, (ali, ref) in enumerate(zip(matrix.best_paths(on_infeasible="skip"), batch.word_alignments)):
             if ali is None:
                 infeasible += 1
@@ -98,26 +99,27 @@ def evaluate(model: torch.nn.Module, loader, criterion: FullSumCriterion, device
             dur = dur + average_token_duration([ali.tokens])  # in frames
             if ref is None:
                 continue
-            if word_mismatch([w.label.casefold() for w in ref], [w.casefold() for w in batch.words[b]]) is not None:
-                unscored += 1
-                continue
-            ref_spans.append(ref)
-            hyp_spans.append(matrix.word_times(ali))
-        tse = tse + time_stamp_error(ref_spans, hyp_spans)
+            times = matrix.word_times(ali)
+            words = batch.words[b] if len(batch.words[b]) == len(times) else ["?"] * len(times)
+            hyp = UtteranceTimes(batch.cut_ids[b], batch.durations[b],
+                                 [TimedSpan(w, s, e) for w, (s, e) in zip(words, times)])
+            comparer.add(batch.cut_ids[b], UtteranceTimes(batch.cut_ids[b], batch.durations[b], list(ref)), hyp)
     model.train(was_training)
+    errors = comparer.result().errors()
     return {
         "loss": loss_sum / loss_frames if loss_frames else float("nan"),
         "ler": ler.rate if ler.ref_length else None,
         "wer": wer.rate if wer.ref_length else None,
-        "tse_boundary_ms": 1000 * tse.boundary if tse.num_words else None,
-        "tse_centre_ms": 1000 * tse.centre if tse.num_words else None,
+        "tse_boundary_ms": errors.pop("tse_boundary_ms"),
+        "tse_centre_ms": errors.pop("tse_centre_ms"),
         "silence_ratio": sil.value if sil.count else None,
         "blank_ratio": blank.value if blank.count else None,
         "token_duration_ms": 1000 * frame_step_s * dur.value if dur.count else None,
         "utterances": utterances,
-        "aligned_words": tse.num_words,
+        "aligned_words": errors["num_words"],
         "infeasible": infeasible,
-        "unscored": unscored,
+        "unscored": len(comparer.result().skipped),
+        **errors,
     }
 
 

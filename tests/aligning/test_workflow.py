@@ -180,3 +180,37 @@ def test_default_epochs_and_the_held_out_split():
     assert split_dev(list(reversed(ids))) == dev  # a function of the ids, not of their order
     assert split_dev(["a", "b"]) == ["b"] and split_dev(["a"]) == []
     assert len(split_dev([f"u{k}" for k in range(5000)])) == 100
+
+
+def test_report_measures_word_and_token_errors_as_fsalign_tse(tiny, tmp_path):
+    from fsalign.results.compare import compare_alignments
+    from fsalign.results.formats import write_textgrid
+
+    root, checkpoint = tiny
+    corpus = _copy(tmp_path, extra=False)
+    first = tmp_path / "first"
+    assert _run(corpus, first, "--checkpoint", checkpoint).exit_code == 0
+    reference = tmp_path / "reference"  # the first run's spoken words (CTM) and tokens (TextGrids), file times
+    for utt in read_utterances(first / "alignments.ctm").values():
+        utt.tokens = read_textgrid(next(first.rglob(f"{utt.utt_id}.TextGrid")), "tokens")
+        write_textgrid(utt, reference / f"{utt.utt_id}.TextGrid")
+    out = tmp_path / "out"
+    result = _run(corpus, out, "--checkpoint", checkpoint, "--reference", reference)
+    assert result.exit_code == 0, result.output
+    measured = json.loads((out / "report.json").read_text())["reference"]
+    # against its own times: no error, every word's tokens compared
+    assert measured["num_utterances"] == len(PICK) and measured["num_skipped"] == 0
+    assert measured["tse_boundary_ms"] < 0.5 and measured["within_ms"]["10"] == 1.0
+    assert measured["token_words"] == measured["num_words"] and measured["token_words_skipped"] == 0
+    tokens = sum(len(read_textgrid(g, "tokens")) for g in reference.glob("*.TextGrid"))
+    assert measured["num_tokens"] == tokens and measured["token_boundary_ms"] < 1e-3
+    # the same numbers as the library on the CTM, with the TextGrids' token tiers as the hypothesis' tokens
+    hyp = read_utterances(out / "alignments.ctm")
+    for utt in hyp.values():
+        utt.tokens = read_textgrid(next(out.rglob(f"{utt.utt_id}.TextGrid")), "tokens")
+    expected = compare_alignments(read_utterances(reference), hyp).to_dict()
+    for key in ("tse_boundary_ms", "onset_ms", "offset_bias_ms", "num_words", "num_tokens", "token_words"):
+        assert measured[key] == pytest.approx(expected[key], abs=1e-6), key
+    assert measured["within_ms"] == pytest.approx(expected["within_ms"])
+    text = (out / "report.txt").read_text()
+    assert "  onset (word start) error:" in text and "  token boundary error: 0.0 ms" in text

@@ -166,3 +166,46 @@ def test_blank_ratio_counts_blank_frames_inside_words():
     # a side without token times has no token-level ratio
     words_only = {"u": UtteranceTimes("u", 1.0, word, [])}
     assert compare_alignments(ref, words_only).hyp.blank_ratio is None
+
+
+REF_WORDS_CTM = "u 1 0.100 0.300 A\nu 1 0.500 0.400 B\nv 1 0.000 0.500 C\nv 1 0.500 0.500 D\n"
+REF_PHONES_CTM = ("u 1 0.000 0.100 SIL\nu 1 0.100 0.150 A1\nu 1 0.250 0.150 A2\nu 1 0.400 0.100 SIL\n"
+                  "u 1 0.500 0.200 B1\nu 1 0.700 0.200 B2\n")
+HYP_WORDS_CTM = "u 1 0.110 0.270 a\nu 1 0.530 0.370 b\nv 1 0.000 0.500 C\nv 1 0.500 0.500 E\n"
+HYP_TOKENS_CTM = "u 1 0.110 0.150 a1\nu 1 0.260 0.120 a2\nu 1 0.530 0.370 B1\n"
+
+
+def test_tse_onset_offset_within_and_token_errors_from_files_equal_the_library(tmp_path):
+    from fsalign.results.compare import compare_alignments, with_tokens
+    from fsalign.results.formats import read_utterances
+
+    files = {}
+    for name, text in (("ref.ctm", REF_WORDS_CTM), ("ref.phones.ctm", REF_PHONES_CTM), ("hyp.ctm", HYP_WORDS_CTM),
+                       ("hyp.tokens.ctm", HYP_TOKENS_CTM)):
+        files[name] = tmp_path / name
+        files[name].write_text(text)
+    out = tmp_path / "r.json"
+    result = _run("--ref", files["ref.ctm"], "--hyp", files["hyp.ctm"], "--ref-tokens", files["ref.phones.ctm"],
+                  "--hyp-tokens", files["hyp.tokens.ctm"], "--json", out)
+    assert result.exit_code == 0, result.output
+    r = json.loads(out.read_text())
+    # u: word boundaries off by +10, -20 (A) and +30, 0 ms (B); v skipped (word 2 D vs E)
+    assert r["num_words"] == 2 and r["skipped_words"] == 2 and "word 2 is 'd'" in r["skipped"]["v"]
+    assert r["tse_boundary_ms"] == pytest.approx(15.0) and r["tse_centre_ms"] == pytest.approx(10.0)
+    assert (r["onset_ms"], r["offset_ms"]) == (pytest.approx(20.0), pytest.approx(10.0))
+    assert (r["onset_bias_ms"], r["offset_bias_ms"]) == (pytest.approx(20.0), pytest.approx(-10.0))
+    assert r["within_ms"] == pytest.approx({"10": 0.5, "20": 0.75, "25": 0.75, "50": 1.0})
+    # tokens (SIL dropped): A1 +10/+10, A2 +10/-20 compared; B's (B1 B2 vs B1) not
+    assert r["token_boundary_ms"] == pytest.approx(12.5) and (r["num_tokens"], r["token_words"]) == (2, 1)
+    assert r["token_within_ms"] == pytest.approx({"10": 0.75, "20": 1.0, "25": 1.0, "50": 1.0})
+    assert "onset (word start) error: 20.0 ms (mean signed +20.0 ms)" in result.output
+    assert "token boundary error: 12.5 ms over 2 tokens of 1 words" in result.output
+    # the library on the same files
+    ref = with_tokens(read_utterances(files["ref.ctm"]), read_alignments(files["ref.phones.ctm"], level="token"))
+    hyp = with_tokens(read_utterances(files["hyp.ctm"]), read_alignments(files["hyp.tokens.ctm"], level="token"))
+    assert compare_alignments(ref, hyp).to_dict() == r
+    # without the token files: no token errors, the same word errors
+    plain = tmp_path / "plain.json"
+    assert _run("--ref", files["ref.ctm"], "--hyp", files["hyp.ctm"], "--json", plain).exit_code == 0
+    p = json.loads(plain.read_text())
+    assert p["token_boundary_ms"] is None and p["num_tokens"] == 0 and p["onset_ms"] == r["onset_ms"]

@@ -214,6 +214,28 @@ def test_one_epoch_smoke_run_writes_checkpoints_and_eval(ctc_run):
     assert list((exp / "tensorboard").iterdir())
 
 
+def test_eval_json_word_errors_are_those_of_fsalign_tse_on_fsalign_align(ctc_run, data_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from fsalign.cli.main import main
+
+    exp, _ = ctc_run
+    saved = json.loads((exp / "eval.json").read_text())
+    cuts, out = data_dir / "cuts_dev-clean-2.jsonl.gz", tmp_path / "dev.jsonl.gz"
+    aligned = CliRunner().invoke(main, ["align", "--checkpoint", str(exp / "best.pt"), "--cuts", str(cuts),
+                                        "--output", str(out), "--no-progress"])
+    assert aligned.exit_code == 0, aligned.output
+    measured = CliRunner().invoke(main, ["tse", "--ref", str(cuts), "--hyp", str(out), "--json",
+                                         str(tmp_path / "tse.json")])
+    assert measured.exit_code == 0, measured.output
+    tse = json.loads((tmp_path / "tse.json").read_text())
+    assert saved["aligned_words"] == saved["num_words"] == tse["num_words"] > 0
+    for key in ("tse_boundary_ms", "tse_centre_ms", "onset_ms", "offset_ms", "onset_bias_ms", "offset_bias_ms"):
+        assert saved[key] == pytest.approx(tse[key], abs=1e-6), key
+    assert saved["within_ms"] == pytest.approx(tse["within_ms"])
+    assert (saved["onset_ms"] + saved["offset_ms"]) / 2 == pytest.approx(saved["tse_boundary_ms"])
+
+
 def test_eval_loss_equals_torch_ctc_loss_of_loaded_model(ctc_run, data_dir):
     exp, metrics = ctc_run
     model, tokenizer, topology, meta = load_checkpoint(exp / "best.pt", "cpu")
