@@ -294,3 +294,12 @@ def test_align_corpus_reports_skipped_words_per_file_and_refuses_another_setting
     (out / "report.json").unlink()  # unfinished: a rerun would continue, but not with another setting
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 1 and "other settings" in result.output
+
+
+def test_align_corpus_refuses_mismatch_with_gradient_scores(tmp_path):
+    from fsalign.aligning.workflow import CorpusJob
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    with pytest.raises(FsalignError, match="needs --scores posterior"):
+        CorpusJob(corpus, tmp_path / "out", scores="grad", allow_mismatch=True).check()
