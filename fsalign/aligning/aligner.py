@@ -34,10 +34,11 @@ from fsalign.checkpoint import LoadedCheckpoint
 from fsalign.corpus.cuts import Batch, CutDataset, failure_reason
 from fsalign.corpus.tokenizers import Tokenizer
 from fsalign.engine.builtin import TOPOLOGIES, make_topology
+from fsalign.engine.mismatch import MismatchOptions
 from fsalign.engine.scales import Scales
 from fsalign.errors import FsalignError
 from fsalign.results.alignment import Alignment
-from fsalign.results.times import TimedSpan, UtteranceTimes
+from fsalign.results.times import UNTRANSCRIBED_LABEL, MismatchTimes, SkippedWord, TimedSpan, UtteranceTimes
 from fsalign.scores.gradscore import VARIANTS, GradientScorer, grad_source_weights
 from fsalign.scores.matrix import ScoreMatrix
 from fsalign.scores.posterior import PosteriorScorer
@@ -48,6 +49,11 @@ __all__ = ["SCORES", "AlignResult", "Aligner", "make_scorer", "align_cuts", "has
 logger = logging.getLogger(__name__)
 
 SCORES = ("posterior", *VARIANTS)
+
+MISMATCH_NEEDS_POSTERIOR = (
+    "allowing transcripts that do not match the audio (--allow-mismatch) needs --scores posterior: gradient "
+    "scores (grad, gradext) have one column per transcript position, each placed where its gradient falls, "
+    "and no score for untranscribed speech or for a word that was not spoken")
 
 
 def has_decoder(model) -> bool:
@@ -91,8 +97,8 @@ def make_scorer(checkpoint: LoadedCheckpoint, scores: str = "posterior", topolog
                 prior_scale: float = 0.0, blank_penalty: float = 0.0, posterior_scale: Optional[float] = None,
                 transition_scale: Optional[float] = None, grad_p: float = 0.1, grad_chunk_size: Optional[int] = 32,
                 grad_blank_score: float = -6.0, grad_percentile: float = 60.0, grad_prefix: str = "forward",
-                grad_source: Optional[str] = None,
-                aed_weight: Optional[float] = None) -> Union[PosteriorScorer, GradientScorer]:
+                grad_source: Optional[str] = None, aed_weight: Optional[float] = None,
+                mismatch: Optional[MismatchOptions] = None) -> Union[PosteriorScorer, GradientScorer]:
     """The scorer of a checkpoint, every option checked.
 
     Args:
@@ -112,11 +118,18 @@ def make_scorer(checkpoint: LoadedCheckpoint, scores: str = "posterior", topolog
       grad_source: the label scores G differentiates (grad/gradext): "ctc", "aed" or "hybrid"
         (eq. 50); None: AED when the model has a decoder, else CTC (:func:`grad_weights`).
       aed_weight: λ_AED of "hybrid", in [0, 1] (λ_CTC = 1 − λ_AED; default 0.5).
+      mismatch: allow transcripts that do not match the audio exactly (``--allow-mismatch``,
+        :class:`~fsalign.engine.mismatch.MismatchOptions`); posterior scores only. None: as they are.
 
     Raises:
-      FsalignError: an option outside its range (named, with the value and the valid range).
+      FsalignError: an option outside its range (named, with the value and the valid range), or
+        ``mismatch`` with gradient scores.
     """
     check_option("scores", scores, scores in SCORES, f"one of {SCORES}")
+    check_option("mismatch", mismatch, mismatch is None or isinstance(mismatch, MismatchOptions),
+                 "None or MismatchOptions")
+    if mismatch is not None and scores != "posterior":
+        raise FsalignError(MISMATCH_NEEDS_POSTERIOR)
     model, _, trained, metadata = checkpoint
     frame_shift = float(metadata.get("frame_shift_s", 0.01))
     weights = grad_weights(scores, grad_source, aed_weight, has_decoder(model))
@@ -145,7 +158,7 @@ def make_scorer(checkpoint: LoadedCheckpoint, scores: str = "posterior", topolog
         prior_scale=prior_scale, log_prior=log_prior,
         transition_scale=criterion.get("transition_scale", 1.0) if transition_scale is None else transition_scale,
     )
-    return PosteriorScorer(model, topo, scales, blank_penalty, frame_shift)
+    return PosteriorScorer(model, topo, scales, blank_penalty, frame_shift, mismatch)
 
 
 class Aligner:
@@ -241,16 +254,26 @@ class Aligner:
             words = [self.tokenizer.decode([w]).replace(" ", "_") for w in transcript]
         names = self.tokenizer.token_names
         word_spans = [span(words[w.index], w) for w in ali.words]
+        by_index = {w.index: s for w, s in zip(ali.words, word_spans)}  # without the skipped words
         written_spans = []
         if written and not split_otherwise:
             k = 0
             for token in written:
-                n = len(token.spoken)
-                if n:
-                    written_spans.append(TimedSpan(token.text, word_spans[k].start, word_spans[k + n - 1].end))
-                k += n
+                inside = [by_index[i] for i in range(k, k + len(token.spoken)) if i in by_index]
+                if inside:
+                    written_spans.append(TimedSpan(token.text, inside[0].start, inside[-1].end))
+                k += len(token.spoken)
+        mismatch = None
+        if getattr(self.scorer, "mismatch", None) is not None:
+            skipped, end = [], 0.0
+            for i, word in enumerate(words):
+                if i in by_index:
+                    end = by_index[i].end
+                else:
+                    skipped.append(SkippedWord(word, i, end))
+            mismatch = MismatchTimes(skipped, [span(UNTRANSCRIBED_LABEL, u) for u in ali.untranscribed])
         return UtteranceTimes(cut_id, duration, word_spans, [span(names[t.token], t) for t in ali.tokens],
-                              written=written_spans)
+                              written=written_spans, mismatch=mismatch)
 
 
 class _Plan:

@@ -11,6 +11,11 @@
 * ``OUTPUT/alignments.jsonl.gz``: the cuts with ``alignment["word"]``, ``["token"]`` and
   ``["written"]`` on their supervisions (:func:`fsalign.results.manifests.cut_with_alignment`).
 
+With ``--allow-mismatch`` every output also marks the transcript words that were skipped and the
+untranscribed stretches (:mod:`fsalign.results.formats`): TextGrid tiers ``untranscribed`` and
+``skipped``, ``;;`` comment lines in the CTM, ``alignment["untranscribed"]`` and
+``custom["skipped_words"]`` on the cuts.
+
 Every file is written atomically and deterministically (the same alignment gives the same bytes).
 """
 import gzip
@@ -84,7 +89,7 @@ def write_corpus_outputs(output_dir: Path, results: Iterable[AlignResult], cuts,
     with atomic_open(output_dir / CTM_NAME, "w", encoding="utf-8", newline="\n") as f:
         for rec_id in sorted(recordings):
             for _, times in recordings[rec_id][1]:
-                f.write(format_ctm(UtteranceTimes(rec_id, None, times.words)))
+                f.write(format_ctm(UtteranceTimes(rec_id, None, times.words, mismatch=times.mismatch)))
     buffer = io.BytesIO()
     with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz:
         for cut in cuts:

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from fsalign.aligning.aligner import Aligner, align_cuts, make_scorer
 from fsalign.aligning.corpus_output import CTM_NAME, write_corpus_outputs
 from fsalign.aligning.journal import AlignResult, Journal
+from fsalign.engine.mismatch import MismatchOptions
 from fsalign.errors import FsalignError
 from fsalign.util import Seconds, atomic_open
 
@@ -190,7 +191,8 @@ def align(job, work: Path, cuts, corpus_cuts, tokenizer, checkpoint: Path) -> Li
 
     device = job.device or ("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load_checkpoint(checkpoint, device)
-    aligner = Aligner(make_scorer(loaded, job.scores, grad_source=job.grad_source, aed_weight=job.aed_weight),
+    aligner = Aligner(make_scorer(loaded, job.scores, grad_source=job.grad_source, aed_weight=job.aed_weight,
+                                  mismatch=MismatchOptions() if job.allow_mismatch else None),
                       tokenizer)
     header = {"checkpoint": str(checkpoint), "size": checkpoint.stat().st_size, **aligner.settings()}
     journal = Journal(work / "align.journal.jsonl", header)
@@ -219,11 +221,33 @@ def _measure(job, results: List[AlignResult], cuts) -> Optional[Dict[str, Any]]:
     from fsalign.results.compare import compare_alignments, with_tokens
     from fsalign.results.formats import read_utterances
 
+    reference = read_utterances(job.reference)
     hyp = with_tokens(read_utterances(job.output / CTM_NAME), recording_tokens(results, cuts))
-    comparison = compare_alignments(read_utterances(job.reference), hyp)
+    comparison = compare_alignments(reference, hyp)
     out = {k: v for k, v in comparison.to_dict().items() if k not in ("skipped", "only_in_ref")}
     out["num_skipped"], out["num_only_in_ref"] = len(comparison.skipped), len(comparison.only_in_ref)
+    if job.allow_mismatch:  # the words differ where words were skipped: compare the words both sides have
+        from fsalign.results.matched import compare_matched
+
+        out["matched"] = compare_matched(reference, hyp).to_dict()
     return out
+
+
+def _mismatch_report(corpus, results: List[AlignResult]) -> Dict[str, Any]:
+    """The skipped transcript words per file (``output_stem``) and the untranscribed seconds."""
+    from fsalign.aligning.corpus_output import output_stem
+
+    stems = {c.id: output_stem(c) for c in corpus.cuts}
+    skipped: Dict[str, List[str]] = {}
+    seconds = 0.0
+    for r in results:
+        if r.times is None or r.times.mismatch is None:
+            continue
+        if r.times.mismatch.skipped:
+            skipped.setdefault(stems.get(r.cut_id, r.cut_id), []).extend(w.label for w in r.times.mismatch.skipped)
+        seconds += sum(s.end - s.start for s in r.times.mismatch.untranscribed)
+    return {"skipped_words": dict(sorted(skipped.items())), "num_skipped": sum(map(len, skipped.values())),
+            "untranscribed_seconds": round(seconds, 3)}
 
 
 def report(job, corpus, results: List[AlignResult], oovs: Dict[str, List[str]], evaluation: Optional[dict],
@@ -244,6 +268,8 @@ def report(job, corpus, results: List[AlignResult], oovs: Dict[str, List[str]], 
         "oov_words": sorted(oovs), "model_dev": evaluation, "reference": _measure(job, results, corpus.cuts),
         "seconds": {"total": total_seconds, **stage_seconds}, "warnings": warnings, "nothing_to_do": False,
     }
+    if job.allow_mismatch:
+        out["mismatch"] = _mismatch_report(corpus, results)
     with atomic_open(job.output / "report.txt", "w", encoding="utf-8") as f:
         f.write("\n".join(summary_lines(out)) + "\n")
     with atomic_open(job.output / "report.json", "w", encoding="utf-8") as f:
@@ -269,6 +295,11 @@ def summary_lines(report: Dict[str, Any]) -> List[str]:
         tse = f", dev TSE {dev['tse_boundary_ms']:.1f} ms" if dev.get("tse_boundary_ms") is not None else ""
         lines.append(f"model: dev label error rate {dev['ler']:.3f} on {dev.get('utterances')} held-out "
                      f"utterances{tse}")
+    mismatch = report.get("mismatch")
+    if mismatch is not None:
+        lines.append(f"transcripts vs audio: {mismatch['num_skipped']} transcript words skipped in "
+                     f"{len(mismatch['skipped_words'])} files (report.json: mismatch), "
+                     f"{mismatch['untranscribed_seconds']:.1f} s of untranscribed audio")
     ref = report.get("reference")
     if ref:
         from fsalign.results.compare import error_lines
@@ -276,6 +307,10 @@ def summary_lines(report: Dict[str, Any]) -> List[str]:
         lines.append(f"against the reference: {ref['num_words']} words of {ref['num_utterances']} utterances "
                      f"compared ({ref.get('num_skipped', 0)} utterances with other words skipped)")
         lines += [f"  {line}" for line in error_lines(ref)]
+    matched = (ref or {}).get("matched")
+    if matched and matched.get("tse_boundary_ms") is not None:
+        lines.append(f"against the reference, the words both have: TSE boundary {matched['tse_boundary_ms']:.1f} "
+                     f"ms, centre {matched['tse_centre_ms']:.1f} ms over {matched['num_words']} words")
     seconds = report["seconds"]
     lines.append("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))
     lines += [f"WARNING: {w}" for w in report["warnings"]]

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from fsalign.errors import FsalignError
-from fsalign.results.times import TimedSpan, UtteranceTimes
+from fsalign.results.times import MismatchTimes, SkippedWord, TimedSpan, UtteranceTimes
 from fsalign.util import Seconds
 
 __all__ = ["AlignResult", "Journal", "journal_header"]
@@ -144,6 +144,10 @@ class Journal:
                 entry["tokens"] = [[s.label, s.start, s.end] for s in r.times.tokens]
                 if r.times.written:
                     entry["written"] = [[s.label, s.start, s.end] for s in r.times.written]
+                if r.times.mismatch is not None:
+                    entry["mismatch"] = {
+                        "skipped": [[w.label, w.index, w.at] for w in r.times.mismatch.skipped],
+                        "untranscribed": [[s.label, s.start, s.end] for s in r.times.mismatch.untranscribed]}
             entries.append(entry)
         for entry, offset in zip(entries, self._write(entries)):
             self._record(entry, offset)
@@ -157,8 +161,12 @@ class Journal:
         words = [TimedSpan(*s) for s in entry["words"]]
         tokens = [TimedSpan(*s) for s in entry["tokens"]]
         written = [TimedSpan(*s) for s in entry.get("written", [])]
-        return AlignResult(cut_id, entry["duration"],
-                           UtteranceTimes(cut_id, entry["duration"], words, tokens, written=written))
+        mismatch = entry.get("mismatch")
+        if mismatch is not None:
+            mismatch = MismatchTimes([SkippedWord(*w) for w in mismatch["skipped"]],
+                                     [TimedSpan(*s) for s in mismatch["untranscribed"]])
+        return AlignResult(cut_id, entry["duration"], UtteranceTimes(cut_id, entry["duration"], words, tokens,
+                                                                     written=written, mismatch=mismatch))
 
     def close(self) -> None:
         """Close the journal file."""

@@ -65,6 +65,9 @@ class CorpusJob:
       grad_source: "ctc", "aed", "hybrid" or None (AED when the checkpoint has a decoder, else CTC;
         a model trained here has none).
       aed_weight: λ_AED of the hybrid grad source, or None.
+      allow_mismatch: transcripts may not match the audio exactly (:mod:`fsalign.engine.mismatch`, default
+        penalties): untranscribed speech is given to garbage, transcript words that were not spoken are
+        skipped, and the outputs and the report mark both. Training uses the transcripts as they are.
     """
 
     corpus: Path
@@ -83,6 +86,7 @@ class CorpusJob:
     scores: str = "posterior"
     grad_source: Optional[str] = None
     aed_weight: Optional[float] = None
+    allow_mismatch: bool = False
 
     def check(self) -> None:
         """Validates every option before any work, with one line naming the option and the value.
@@ -102,9 +106,12 @@ class CorpusJob:
         check_option("--oov", self.oov, self.oov in ("g2p", "skip", "error"), "one of g2p, skip, error")
         check_option("--vocab-size", self.vocab_size, is_positive_int(self.vocab_size) and self.vocab_size >= 3,
                      "an integer >= 3")
-        from fsalign.aligning.aligner import SCORES, grad_weights, has_decoder
+        from fsalign.aligning.aligner import MISMATCH_NEEDS_POSTERIOR, SCORES, grad_weights, has_decoder
 
         check_option("--scores", self.scores, self.scores in SCORES, f"one of {SCORES}")
+        check_option("--allow-mismatch", self.allow_mismatch, isinstance(self.allow_mismatch, bool), "True or False")
+        if self.allow_mismatch and self.scores != "posterior":
+            raise FsalignError(MISMATCH_NEEDS_POSTERIOR)
         if self.checkpoint is not None:
             from fsalign.checkpoint import load_checkpoint
 
@@ -131,6 +138,8 @@ class CorpusJob:
         for k, default in (("scores", "posterior"), ("grad_source", None), ("aed_weight", None)):
             if d[k] == default:  # recorded when set, so that the folders of earlier runs stay valid
                 del d[k]
+        if not self.allow_mismatch:
+            del d["allow_mismatch"]  # the settings of runs from before the option
         d["corpus"] = str(Path(self.corpus).resolve())
         if self.checkpoint is not None:
             stat = Path(self.checkpoint).stat()

@@ -21,6 +21,7 @@ from fsalign.aligning.output import (  # noqa: F401
     output_kind,
     render,
 )
+from fsalign.engine.mismatch import MismatchOptions
 
 
 def _default_device() -> str:
@@ -33,6 +34,25 @@ def _default_device() -> str:
 
 def _fail(message: str):
     raise click.ClickException(" ".join(str(message).split()))
+
+
+def _mismatch_options(allow: bool, garbage_penalty, skip_penalty, scores: str):
+    """The MismatchOptions of --allow-mismatch (None without it); FsalignError for options that do not fit."""
+    from fsalign.aligning.aligner import MISMATCH_NEEDS_POSTERIOR
+    from fsalign.errors import FsalignError
+
+    if not allow:
+        given = [name for name, value in (("--garbage-penalty", garbage_penalty), ("--skip-penalty", skip_penalty))
+                 if value is not None]
+        if given:
+            raise FsalignError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} only with "
+                               f"--allow-mismatch")
+        return None
+    if scores != "posterior":
+        raise FsalignError(MISMATCH_NEEDS_POSTERIOR)
+    defaults = MismatchOptions()
+    return MismatchOptions(defaults.garbage_penalty if garbage_penalty is None else garbage_penalty,
+                           defaults.skip_penalty if skip_penalty is None else skip_penalty)
 
 
 @click.command(context_settings={"show_default": True})
@@ -72,6 +92,16 @@ def _fail(message: str):
                    "(trained with --aed-layers), else ctc]")
 @click.option("--aed-weight", type=float, default=None,
               help="λ of --grad-source hybrid, in [0, 1] (given alone, it implies hybrid).  [default: 0.5]")
+@click.option("--allow-mismatch", is_flag=True,
+              help="Transcripts may not match the audio exactly: untranscribed speech goes to a garbage state at "
+                   "word boundaries, transcript words that were not spoken are skipped (marked in every output; "
+                   "posterior scores only).  [default: off]")
+@click.option("--garbage-penalty", type=float, default=None,
+              help="With --allow-mismatch: path-score cost of every garbage frame.  [default: "
+                   f"{MismatchOptions().garbage_penalty:g}]")
+@click.option("--skip-penalty", type=float, default=None,
+              help="With --allow-mismatch: path-score cost of every skipped transcript word.  [default: "
+                   f"{MismatchOptions().skip_penalty:g}]")
 @click.option("--batch-duration", type=float, default=None,
               help="Seconds of audio per batch; 0: one cut per batch.  [default: 100; 0 for grad/gradext on "
                    "CPU, where batching the gradients only adds padding work]")
@@ -90,13 +120,17 @@ def _fail(message: str):
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar (utterances/s, real-time factor).")
 def align(checkpoint, cuts_path, output, scores, level, topology, prior_scale, blank_penalty, posterior_scale,
           transition_scale, grad_p, grad_chunk_size, grad_blank_score, grad_percentile, grad_prefix, grad_source,
-          aed_weight, batch_duration, window, num_workers, shard, device, restart, progress):
+          aed_weight, allow_mismatch, garbage_penalty, skip_penalty, batch_duration, window, num_workers, shard, device,
+          restart, progress):
     """Align the cuts of a corpus with a trained model and write word (and token) times.
 
     Utterances that cannot be aligned (unreadable audio, units the model does not know,
     too short for the transcript, NaN scores) are skipped and listed with the reason in
-    OUT.failed.tsv. Results go to OUT.journal.jsonl as they come: re-running the same
-    command after an interruption continues where it stopped. Exit status 0 if any
+    OUT.failed.tsv. With --allow-mismatch, transcript words that were not spoken are
+    skipped and marked (CTM ';; skipped' lines, TextGrid tier 'skipped', cuts
+    custom['skipped_words']), untranscribed speech is marked too. Results go to
+    OUT.journal.jsonl as they come: re-running the same command after an interruption
+    continues where it stopped. Exit status 0 if any
     utterance was aligned, 1 (with the reason) if none was or an input is unusable.
     """
     import torch
@@ -121,6 +155,7 @@ def align(checkpoint, cuts_path, output, scores, level, topology, prior_scale, b
         check_output_path(output, "--output")
         if num_workers < 0 or window < 1 or (batch_duration is not None and not batch_duration >= 0):
             raise FsalignError("--num-workers must be >= 0, --window >= 1 and --batch-duration >= 0")
+        mismatch = _mismatch_options(allow_mismatch, garbage_penalty, skip_penalty, scores)
     except FsalignError as e:
         _fail(e)
     if not checkpoint.is_file():
@@ -139,7 +174,7 @@ def align(checkpoint, cuts_path, output, scores, level, topology, prior_scale, b
             loaded, scores, topology=topology, prior_scale=prior_scale, blank_penalty=blank_penalty,
             posterior_scale=posterior_scale, transition_scale=transition_scale, grad_p=grad_p,
             grad_chunk_size=grad_chunk_size, grad_blank_score=grad_blank_score, grad_percentile=grad_percentile,
-            grad_prefix=grad_prefix, grad_source=grad_source, aed_weight=aed_weight)
+            grad_prefix=grad_prefix, grad_source=grad_source, aed_weight=aed_weight, mismatch=mismatch)
     except FsalignError as e:
         _fail(e)
     except Exception as e:

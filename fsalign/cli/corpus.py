@@ -40,9 +40,13 @@ __all__ = ["align_corpus"]
 @click.option("--num-jobs", type=int, default=1, help="Processes computing features.")
 @click.option("--device", default=None, help="Torch device.  [default: cuda if available, else cpu]")
 @click.option("--seed", type=int, default=42, help="Training seed.")
+@click.option("--allow-mismatch", is_flag=True,
+              help="Transcripts may not match the audio exactly: untranscribed speech is given to a garbage state, "
+                   "transcript words that were not spoken are skipped; outputs and report mark both.  "
+                   "[default: off]")
 @click.option("--progress/--no-progress", default=True, help="Progress bars.")
 def align_corpus(corpus, output, checkpoint, unit, epochs, layout, oov, vocab_size, reference, scores, grad_source,
-                 aed_weight, num_jobs, device, seed, progress):
+                 aed_weight, num_jobs, device, seed, allow_mismatch, progress):
     """Align a corpus as it is kept: audio files with transcripts, Kaldi, LibriSpeech or Lhotse.
 
     CORPUS is a folder of audio files with a transcript of the same name beside each (MFA
@@ -51,7 +55,9 @@ def align_corpus(corpus, output, checkpoint, unit, epochs, layout, oov, vocab_si
     it only aligns (like `mfa align`). OUTPUT gets one TextGrid per audio file mirroring the corpus
     (tiers words, as written, and phones or tokens), alignments.ctm (the spoken words),
     alignments.jsonl.gz (Lhotse cuts with alignments), report.txt and report.json. An interrupted
-    run continues where it stopped when run again; a finished one is not redone.
+    run continues where it stopped when run again; a finished one is not redone. With
+    --allow-mismatch the transcript words that were not spoken are skipped (listed per file in
+    the report) and untranscribed speech is given to garbage.
     """
     from fsalign.aligning.workflow import CorpusJob, summary_lines
     from fsalign.aligning.workflow import align_corpus as run
@@ -59,7 +65,8 @@ def align_corpus(corpus, output, checkpoint, unit, epochs, layout, oov, vocab_si
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     job = CorpusJob(corpus, output, checkpoint, unit, layout, epochs, num_jobs, device, oov, vocab_size, reference,
-                    progress, seed, scores=scores, grad_source=grad_source, aed_weight=aed_weight)
+                    progress, seed, scores=scores, grad_source=grad_source, aed_weight=aed_weight,
+                    allow_mismatch=allow_mismatch)
     try:
         report = run(job)
     except FsalignError as e:

@@ -31,11 +31,19 @@ Transcript = List[List[int]]
 
 
 def scale_transitions(fsa: k2.Fsa, transition_scale: float) -> k2.Fsa:
-    """Returns ``fsa`` with arc scores multiplied by γ = ``transition_scale`` (a copy unless γ = 1)."""
+    """Returns ``fsa`` with arc scores multiplied by γ = ``transition_scale`` (a copy unless γ = 1).
+
+    Where the graphs have a ``penalty`` attribute (a part of each arc's score that is not a
+    transition log-prob: the garbage and skip penalties of :mod:`fsalign.engine.mismatch`), that
+    part is kept as it is: ``(scores - penalty) * γ + penalty``.
+    """
     if transition_scale == 1.0:
         return fsa
     scaled = fsa.clone()
-    scaled.scores = fsa.scores * float(transition_scale)
+    if hasattr(fsa, "penalty"):
+        scaled.scores = (fsa.scores - fsa.penalty) * float(transition_scale) + fsa.penalty
+    else:
+        scaled.scores = fsa.scores * float(transition_scale)
     return scaled
 
 

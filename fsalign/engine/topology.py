@@ -37,6 +37,7 @@ from fsalign.engine.graphs import (
     validate_transcripts,
 )
 from fsalign.errors import FsalignError
+from fsalign.results.alignment import Alignment, spans_from_path
 
 __all__ = ["Topology", "TrainingGraphs", "loop_scores"]
 
@@ -226,6 +227,19 @@ class Topology:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, num_labels={self.num_labels})"
+
+    def path_alignment(self, labels: np.ndarray, out_symbols: np.ndarray, transcript: Transcript,
+                       score: float) -> Alignment:
+        """The :class:`~fsalign.results.alignment.Alignment` of one best path of this topology's graphs.
+
+        Args:
+          labels: array of shape (T,), the column of every frame.
+          out_symbols: array of shape (T,), the output symbol of every frame's arc (0 for none).
+          transcript: words -> token ids.
+          score: the path's score.
+        """
+        tokens, words = spans_from_path(labels, out_symbols, transcript, self.non_token_labels, self.silence_symbol)
+        return Alignment(torch.from_numpy(np.asarray(labels).astype(np.int64)), float(score), tokens, words)
 
     # ------------------------------------------------------------------ compilation
     def compile(self, transcripts, device="cpu") -> TrainingGraphs:

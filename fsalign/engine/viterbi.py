@@ -90,10 +90,7 @@ def best_paths(log_probs: torch.Tensor, lengths, graphs: TrainingGraphs, scales:
         labels, aux = labels_all[lo:hi], aux_all[lo:hi]
         if len(labels) != int(lengths[b]):
             raise RuntimeError(f"utterance {b}: best path has {len(labels)} frames, expected {int(lengths[b])}")
-        tokens, words = spans_from_path(
-            labels, aux, graphs.transcripts[b], topo.non_token_labels, topo.silence_symbol
-        )
-        out[b] = Alignment(torch.from_numpy(labels.astype(np.int64)), float(totals[k]), tokens, words)
+        out[b] = topo.path_alignment(labels, aux, graphs.transcripts[b], float(totals[k]))
     return out
 
 

@@ -17,7 +17,7 @@ import torch
 
 from fsalign.util import Seconds
 
-__all__ = ["TokenSpan", "WordSpan", "Alignment", "Seconds", "spans_from_path", "frame_time_offset"]
+__all__ = ["TokenSpan", "WordSpan", "UntranscribedSpan", "Alignment", "Seconds", "spans_from_path", "frame_time_offset"]
 
 
 
@@ -90,6 +90,19 @@ class WordSpan(_FrameSpan):
     last_token: int
 
 
+@dataclass(frozen=True)
+class UntranscribedSpan(_FrameSpan):
+    """Frames that a transcript-mismatch alignment gave to garbage (untranscribed speech, noise).
+
+    Attributes:
+      start: first frame (inclusive).
+      end: last frame + 1 (exclusive).
+    """
+
+    start: int
+    end: int
+
+
 @dataclass
 class Alignment:
     """The best path of one utterance.
@@ -97,14 +110,19 @@ class Alignment:
     Attributes:
       labels: LongTensor of shape (T,): the score-matrix column of every frame.
       score: the scaled best-path score (posterior, prior and transition terms).
-      tokens: one span per transcript token, in transcript order.
-      words: one span per word, in transcript order.
+      tokens: one span per transcript token, in transcript order (of the aligned words only
+        where the graphs allow skipping words, :mod:`fsalign.engine.mismatch`).
+      words: one span per word, in transcript order (the aligned words only, as ``tokens``).
+      skipped: indices of the transcript words the path skipped (no frames, no span).
+      untranscribed: the spans of garbage frames (untranscribed speech), in time order.
     """
 
     labels: torch.Tensor
     score: float
     tokens: List[TokenSpan] = field(default_factory=list)
     words: List[WordSpan] = field(default_factory=list)
+    skipped: List[int] = field(default_factory=list)
+    untranscribed: List[UntranscribedSpan] = field(default_factory=list)
 
     @property
     def num_frames(self) -> int:
@@ -128,6 +146,8 @@ class Alignment:
             "score": self.score,
             "tokens": [asdict(t) for t in self.tokens],
             "words": [asdict(w) for w in self.words],
+            "skipped": list(self.skipped),
+            "untranscribed": [asdict(u) for u in self.untranscribed],
         }
 
     @classmethod
@@ -138,6 +158,8 @@ class Alignment:
             float(d["score"]),
             [TokenSpan(**t) for t in d["tokens"]],
             [WordSpan(**w) for w in d["words"]],
+            [int(w) for w in d.get("skipped", [])],
+            [UntranscribedSpan(**u) for u in d.get("untranscribed", [])],
         )
 
 

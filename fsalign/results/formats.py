@@ -13,6 +13,16 @@ spans in seconds relative to the start of the cut), and a reader and writer per 
   ``alignment["token"]`` as :class:`lhotse.supervision.AlignmentItem` (times relative to the
   recording, as lhotse stores them).
 
+An alignment that allowed the transcript not to match the audio (``UtteranceTimes.mismatch``)
+also marks its skipped words and untranscribed stretches: CTM comment lines
+``;; skipped <utt> <channel> <word index> <word>`` and ``;; untranscribed <utt> <channel> <start>
+<duration>`` in time order among the word lines (readers skip ``;;`` lines); TextGrid tiers
+``untranscribed`` (intervals labelled ``<unk>``) and ``skipped`` (a point tier: each skipped word,
+spoken form, at the end of the aligned word before it; words at the same place share a point);
+cuts: ``alignment["untranscribed"]`` and ``custom["skipped_words"]``
+(:func:`~fsalign.results.manifests.cut_with_alignment`). Skipped words are on no words tier and
+have no CTM line.
+
 Readers drop silence: intervals with an empty label or one of :data:`SILENCE_LABELS`
 (``<eps>``, ``sil``, ``sp``, ``<sil>``, compared case-insensitively), so that a reference and
 a hypothesis compare words only. Writers are deterministic (identical input, byte-identical
@@ -54,10 +64,13 @@ __all__ = [
     "read_alignments",
     "read_utterances",
     "alignment_format",
+    "MISMATCH_TIERS",
 ]
 
 
 _TEXTGRID_TIERS = {"word": ("words",), "token": ("tokens", "phones")}
+MISMATCH_TIERS = ("untranscribed", "skipped")
+"""The TextGrid tiers of an alignment that allowed a mismatching transcript (interval tier, point tier)."""
 _TEXTGRID_DIGITS = 6  # TextGrid times: microseconds (frame times are multiples of 10 ms)
 
 
@@ -83,13 +96,27 @@ def format_ctm(utt: UtteranceTimes, level: str = "word") -> str:
       The lines, each ending in a newline ("" for no spans).
     """
     lines = []
+    notes = _mismatch_notes(utt)
     for span in utt.spans(level):
         if not span.label or any(c.isspace() for c in span.label):
             raise FsalignError(f"utterance {utt.utt_id}: CTM labels must be non-empty without spaces, "
                                f"got {span.label!r}")
+        while notes and notes[0][0] <= span.start:
+            lines.append(notes.pop(0)[1])
         start, end = round(span.start, 3), round(span.end, 3)
         lines.append(f"{utt.utt_id} {utt.channel} {start:.3f} {end - start:.3f} {span.label}\n")
-    return "".join(lines)
+    return "".join(lines + [line for _, line in notes])
+
+
+def _mismatch_notes(utt: UtteranceTimes) -> list:
+    """(time, comment line) of the skipped words and untranscribed stretches, in time order (none without)."""
+    if utt.mismatch is None:
+        return []
+    notes = [(w.at, f";; skipped {utt.utt_id} {utt.channel} {w.index} {w.label}\n") for w in utt.mismatch.skipped]
+    for span in utt.mismatch.untranscribed:
+        start, end = round(span.start, 3), round(span.end, 3)
+        notes.append((span.start, f";; untranscribed {utt.utt_id} {utt.channel} {start:.3f} {end - start:.3f}\n"))
+    return sorted(notes, key=lambda note: note[0])
 
 
 def write_ctm(utts: Iterable[UtteranceTimes], path: Pathlike, level: str = "word") -> None:
@@ -147,7 +174,8 @@ def write_textgrid(utt: UtteranceTimes, path: Pathlike, token_tier: str = "token
     """Writes one Praat TextGrid (long format) with interval tiers "words" and ``token_tier``.
 
     The words tier holds the words as written where the utterance has them
-    (``UtteranceTimes.written``), else its words. The grid spans [0, duration] (or [0, last end]
+    (``UtteranceTimes.written``), else its words; an utterance with ``mismatch`` adds the tiers
+    :data:`MISMATCH_TIERS` (module docstring). The grid spans [0, duration] (or [0, last end]
     without a duration); the gaps between spans are filled with empty intervals (praatio
     ``includeBlankSpaces``), as Praat needs: silence is an empty interval.
 
@@ -180,6 +208,10 @@ def write_recording_textgrid(path: Pathlike, name: str, duration: Optional[Secon
     words = [s for u in utterances for s in (u.written or u.words)]
     tokens = [s for u in utterances for s in u.tokens]
     tiers = {"words": _tier_entries(words, name, "words"), token_tier: _tier_entries(tokens, name, token_tier)}
+    mismatch = [u.mismatch for u in utterances if u.mismatch is not None]
+    if mismatch:
+        garbage = [s for m in mismatch for s in m.untranscribed]
+        tiers[MISMATCH_TIERS[0]] = _tier_entries(garbage, name, MISMATCH_TIERS[0])
     last = max([e[1] for entries in tiers.values() for e in entries] + [0.0])
     xmax = round(duration, _TEXTGRID_DIGITS) if duration is not None else last
     if xmax < last:
@@ -189,6 +221,14 @@ def write_recording_textgrid(path: Pathlike, name: str, duration: Optional[Secon
     grid = textgrid.Textgrid()
     for name, entries in tiers.items():
         grid.addTier(IntervalTier(name, entries, 0.0, xmax))
+    if mismatch:
+        from praatio.data_classes.point_tier import PointTier
+
+        points: Dict[float, List[str]] = {}
+        for w in (w for m in mismatch for w in m.skipped):
+            points.setdefault(min(xmax, round(w.at, _TEXTGRID_DIGITS)), []).append(w.label)
+        grid.addTier(PointTier(MISMATCH_TIERS[1], [(t, " ".join(labels)) for t, labels in sorted(points.items())],
+                               0.0, xmax))
     with atomic_path(path) as tmp:
         grid.save(str(tmp), format="long_textgrid", includeBlankSpaces=True, minimumIntervalLength=None,
                   reportingMode="error")

@@ -37,7 +37,10 @@ def cut_with_alignment(cut, utt: UtteranceTimes):
     Items are :class:`lhotse.supervision.AlignmentItem` ``(symbol, start, duration)`` with
     ``start`` relative to the recording (``cut.start + span.start``), as lhotse stores them
     (:func:`cut_spans` converts back). With several supervisions, each
-    span goes to the supervision it overlaps most (the first one on a tie).
+    span goes to the supervision it overlaps most (the first one on a tie). An alignment that
+    allowed a mismatching transcript (``utt.mismatch``) also gives ``alignment["untranscribed"]``
+    (its garbage spans, symbol ``<unk>``) and ``cut.custom["skipped_words"]``, a list of
+    ``{"index": i, "word": w}`` (index among the cut's spoken transcript words).
 
     Args:
       cut: a lhotse cut with at least one supervision (``MonoCut``).
@@ -56,16 +59,23 @@ def cut_with_alignment(cut, utt: UtteranceTimes):
         overlaps = [min(span.end, s.end) - max(span.start, s.start) for s in sups]
         return max(range(len(sups)), key=lambda i: (overlaps[i], -i))
 
+    kinds = [("word", utt.words), ("token", utt.tokens), ("written", utt.written)]
+    if utt.mismatch is not None:
+        kinds.append(("untranscribed", utt.mismatch.untranscribed))
     new_sups = []
     for index, sup in enumerate(sups):
         alignment = dict(sup.alignment or {})
-        for kind, spans in (("word", utt.words), ("token", utt.tokens), ("written", utt.written)):
+        for kind, spans in kinds:
             if kind == "written" and not spans:
                 continue
             mine = [s for s in spans if len(sups) == 1 or owner(s) == index]
             alignment[kind] = _alignment_items(mine, cut.start)
         new_sups.append(fastcopy(sup, alignment=alignment))
-    return fastcopy(cut, supervisions=new_sups)
+    if utt.mismatch is None:
+        return fastcopy(cut, supervisions=new_sups)
+    custom = dict(cut.custom or {})
+    custom["skipped_words"] = [{"index": w.index, "word": w.label} for w in utt.mismatch.skipped]
+    return fastcopy(cut, supervisions=new_sups, custom=custom)
 
 
 def cut_spans(cut, kinds: Sequence[str] = ALIGNMENT_KINDS["word"]) -> Optional[List[TimedSpan]]:

@@ -9,12 +9,16 @@ from typing import Iterable, List, Optional
 
 from fsalign.util import Seconds
 
-__all__ = ["TimedSpan", "UtteranceTimes", "SILENCE_LABELS", "LEVELS", "is_silence", "words_only", "check_level"]
+__all__ = ["TimedSpan", "UtteranceTimes", "SkippedWord", "MismatchTimes", "UNTRANSCRIBED_LABEL", "SILENCE_LABELS",
+           "LEVELS", "is_silence", "words_only", "check_level"]
 
 SILENCE_LABELS = frozenset({"", "<eps>", "sil", "sp", "<sil>"})
 """Labels (lower-cased, stripped) that mark silence, not a word or token."""
 
 LEVELS = ("word", "token")
+
+UNTRANSCRIBED_LABEL = "<unk>"
+"""The label of untranscribed stretches (garbage spans) in TextGrids and cuts."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,36 @@ class TimedSpan:
         return self.end - self.start
 
 
+@dataclass(frozen=True)
+class SkippedWord:
+    """A transcript word that an alignment allowing mismatch left out: it gets no time.
+
+    Attributes:
+      label: the word (spoken form, as the words of :class:`UtteranceTimes`).
+      index: its index among the transcript's spoken words (0-based).
+      at: where the transcript puts it: the end of the aligned word before it, 0 for none
+        (seconds, relative as the spans are); a place to show it, not a time of the word.
+    """
+
+    label: str
+    index: int
+    at: Seconds
+
+
+@dataclass
+class MismatchTimes:
+    """What an alignment that allowed a mismatching transcript found besides the words.
+
+    Attributes:
+      skipped: the transcript words it left out, in transcript order.
+      untranscribed: the stretches it gave to garbage (untranscribed speech, noise), in time order,
+        labelled :data:`UNTRANSCRIBED_LABEL`.
+    """
+
+    skipped: List[SkippedWord] = field(default_factory=list)
+    untranscribed: List[TimedSpan] = field(default_factory=list)
+
+
 @dataclass
 class UtteranceTimes:
     """The word and token times of one aligned utterance.
@@ -50,6 +84,8 @@ class UtteranceTimes:
       written: the transcript's words as written (``"Hello,"``, ``"40"``), each spanning the
         spoken words it became (:func:`fsalign.corpus.normalize.normalize`); empty where the
         source does not have them.
+      mismatch: the skipped words and untranscribed stretches of an alignment that allowed the
+        transcript not to match the audio (``--allow-mismatch``); None for one that did not.
     """
 
     utt_id: str
@@ -58,6 +94,7 @@ class UtteranceTimes:
     tokens: List[TimedSpan] = field(default_factory=list)
     channel: int = 1
     written: List[TimedSpan] = field(default_factory=list)
+    mismatch: Optional[MismatchTimes] = None
 
     def shifted(self, offset: Seconds) -> "UtteranceTimes":
         """The same spans ``offset`` seconds later (e.g. relative to the recording instead of the cut)."""
@@ -65,8 +102,12 @@ class UtteranceTimes:
             return [TimedSpan(s.label, round(s.start + offset, 9), round(s.end + offset, 9)) for s in spans]
 
         duration = None if self.duration is None else self.duration + offset
+        mismatch = None
+        if self.mismatch is not None:
+            mismatch = MismatchTimes([SkippedWord(w.label, w.index, round(w.at + offset, 9))
+                                      for w in self.mismatch.skipped], move(self.mismatch.untranscribed))
         return UtteranceTimes(self.utt_id, duration, move(self.words), move(self.tokens), self.channel,
-                              move(self.written))
+                              move(self.written), mismatch)
 
     def spans(self, level: str = "word") -> List[TimedSpan]:
         """``words`` or ``tokens``."""

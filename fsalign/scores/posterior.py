@@ -12,9 +12,11 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 
+from fsalign.engine.mismatch import MismatchOptions, MismatchTopology
 from fsalign.engine.scales import Scales
 from fsalign.engine.topology import Topology
 from fsalign.scores.matrix import ScoreMatrix
+from fsalign.scores.mismatch import with_garbage_column
 from fsalign.util import Seconds, check_blank, check_option, is_finite_number
 
 __all__ = ["PosteriorScorer", "blank_separated_log_probs", "apply_blank_penalty"]
@@ -93,6 +95,9 @@ class PosteriorScorer:
       scales: α, β with its log prior (e.g. a checkpoint's corpus prior), γ.
       blank_penalty: added to the blank/silence log-probability (negative: less blank), finite.
       frame_shift_s: seconds per input feature frame.
+      mismatch: allow transcripts that do not match the audio exactly (:mod:`fsalign.engine.mismatch`):
+        the matrices get a garbage column (:mod:`fsalign.scores.mismatch`) and their graphs garbage at
+        word boundaries and skippable words; None (default): the transcripts are taken as they are.
 
     Raises:
       FsalignError: a blank penalty that is not a finite number, a model without ``log_probs``,
@@ -100,7 +105,7 @@ class PosteriorScorer:
     """
 
     def __init__(self, model, topology: Topology, scales: Scales = Scales(), blank_penalty: float = 0.0,
-                 frame_shift_s: Seconds = 0.01):
+                 frame_shift_s: Seconds = 0.01, mismatch: Optional[MismatchOptions] = None):
         check_option("blank penalty", blank_penalty, is_finite_number(blank_penalty), "a finite number")
         check_option("model", type(model).__name__, callable(getattr(model, "log_probs", None)),
                      "a model with log_probs(features, lengths)")
@@ -111,12 +116,17 @@ class PosteriorScorer:
         self.blank_penalty = float(blank_penalty)
         self.frame_shift_s = float(frame_shift_s)
         self.subsampling = int(getattr(model, "subsampling", 1))
+        check_option("mismatch", mismatch, mismatch is None or isinstance(mismatch, MismatchOptions),
+                     "None or MismatchOptions")
+        self.mismatch = mismatch
+        self.graph_topology = topology if mismatch is None else MismatchTopology(topology, mismatch)
 
     def settings(self) -> Dict[str, Any]:
         """Every option that determines the scores (recorded with alignments)."""
         return {"scores": "posterior", "topology": self.topology.name, "posterior_scale": self.scales.posterior_scale,
                 "transition_scale": self.scales.transition_scale, "prior_scale": self.scales.prior_scale,
-                "blank_penalty": self.blank_penalty, "frame_step_s": self.frame_shift_s * self.subsampling}
+                "blank_penalty": self.blank_penalty, "frame_step_s": self.frame_shift_s * self.subsampling,
+                **({} if self.mismatch is None else {"allow_mismatch": self.mismatch.settings()})}
 
     @torch.no_grad()
     def log_probs(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -139,5 +149,8 @@ class PosteriorScorer:
         """
         log_probs, lengths = self.log_probs(features, feature_lengths)
         scales = self.scales if log_prior is None else self.scales.replace(log_prior=log_prior)
-        graphs = self.topology.compile(transcripts, device=log_probs.device)
+        if self.mismatch is not None:
+            log_probs, scales = with_garbage_column(log_probs, scales, self.topology.non_token_labels,
+                                                    self.mismatch.garbage_score)
+        graphs = self.graph_topology.compile(transcripts, device=log_probs.device)
         return ScoreMatrix.from_posteriors(log_probs, lengths, graphs, scales, self.frame_shift_s, self.subsampling)
