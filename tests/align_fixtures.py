@@ -8,6 +8,9 @@
   with a character tokenizer, untrained or trained a few steps on those cuts, saved with
   every key :mod:`fsalign.training.loop` writes (so :func:`fsalign.checkpoint.load_checkpoint`
   reads it as it reads a recipe's ``EXP/best.pt``), corpus prior included.
+* :class:`OracleModel` and :func:`oracle_features`: a character CTC "model" at 10 ms whose
+  features are the logits themselves, built from the reference word times, so that an
+  alignment test knows where every word must land.
 
 Both take well under 5 s on one CPU core.
 """
@@ -16,6 +19,7 @@ import math
 from pathlib import Path
 from typing import Optional, Union
 
+import numpy as np
 import torch
 from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
 from lhotse.supervision import AlignmentItem
@@ -167,3 +171,32 @@ def make_tiny_checkpoint(tmp_path: Pathlike, topology: str = "ctc", train_steps:
         "warmup_end": 0,
     }  # fmt: skip
     return save_checkpoint(state, tmp_path / name)
+
+
+class OracleModel(torch.nn.Module):
+    """log_softmax of the first 28 feature dimensions (a character CTC "model" at 10 ms)."""
+
+    num_labels, subsampling, blank = 28, 1, 0
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def log_probs(self, features, lengths):
+        return features[:, :, :28].log_softmax(-1), lengths
+
+
+def oracle_features(cut, words, rng):
+    """(T', 80) logits: at a 10 ms frame inside a reference word its letter at that relative place, else blank."""
+    tokenizer = CharTokenizer()
+    frames = int(round(cut.duration / 0.01))
+    feats = rng.normal(0.0, 0.5, size=(frames, 80)).astype(np.float32)
+    feats[:, 0] += 5.0
+    for item in words:
+        letters = tokenizer.encode(item.symbol)[0]
+        first, last = int(item.start / 0.01), int((item.start + item.duration) / 0.01)
+        for k in range(first, min(last, frames)):
+            place = min(len(letters) - 1, int((k + 0.5 - first) / max(last - first, 1) * len(letters)))
+            feats[k, 0] -= 4.0
+            feats[k, letters[place]] += 5.0
+    return feats

@@ -13,7 +13,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from lhotse import CutSet, Features
 from lhotse.features.io import NumpyFilesWriter
@@ -32,7 +31,7 @@ from fsalign.engine.mismatch import MismatchOptions
 from fsalign.errors import FsalignError
 from fsalign.results.formats import read_ctm, read_utterances
 from fsalign.scores.posterior import PosteriorScorer
-from tests.align_fixtures import make_tiny_checkpoint, make_tiny_cuts
+from tests.align_fixtures import OracleModel, make_tiny_checkpoint, make_tiny_cuts, oracle_features
 
 N = 6
 # per utterance: (spoken word indices deleted from the transcript, [(position in the edited transcript, word)])
@@ -44,35 +43,6 @@ EDITS = [
     ([2, 3], []),  # two untranscribed words in a row
     ([], [(6, "BUZZWORDS")]),  # a word after the last
 ]
-
-
-class OracleModel(torch.nn.Module):
-    """log_softmax of the first 28 feature dimensions (a character CTC "model" at 10 ms)."""
-
-    num_labels, subsampling, blank = 28, 1, 0
-
-    def __init__(self):
-        super().__init__()
-        self.unused = torch.nn.Parameter(torch.zeros(1))
-
-    def log_probs(self, features, lengths):
-        return features[:, :, :28].log_softmax(-1), lengths
-
-
-def _oracle_features(cut, words, rng):
-    """(T', 80) logits: at a 10 ms frame inside a reference word its letter at that relative place, else blank."""
-    tokenizer = CharTokenizer()
-    frames = int(round(cut.duration / 0.01))
-    feats = rng.normal(0.0, 0.5, size=(frames, 80)).astype(np.float32)
-    feats[:, 0] += 5.0
-    for item in words:
-        letters = tokenizer.encode(item.symbol)[0]
-        first, last = int(item.start / 0.01), int((item.start + item.duration) / 0.01)
-        for k in range(first, min(last, frames)):
-            place = min(len(letters) - 1, int((k + 0.5 - first) / max(last - first, 1) * len(letters)))
-            feats[k, 0] -= 4.0
-            feats[k, letters[place]] += 5.0
-    return feats
 
 
 def _edited(words, deleted, inserted):
@@ -91,7 +61,7 @@ def oracle(tmp_path_factory):
     with NumpyFilesWriter(root / "feats") as writer:
         for cut, (deleted, inserted) in zip(CutSet.from_file(make_tiny_cuts(root, N)), EDITS):
             words = cut.supervisions[0].alignment["word"]  # the reference times
-            feats = _oracle_features(cut, words, rng)
+            feats = oracle_features(cut, words, rng)
             cut.features = Features(type="oracle", num_frames=feats.shape[0], num_features=80, frame_shift=0.01,
                                     sampling_rate=16000, start=0.0, duration=cut.duration, storage_type=writer.name,
                                     storage_path=str(root / "feats"), storage_key=writer.write(cut.id, feats))
