@@ -33,18 +33,18 @@ from fsalign.aligning.journal import AlignResult
 from fsalign.checkpoint import LoadedCheckpoint
 from fsalign.corpus.cuts import Batch, CutDataset, failure_reason
 from fsalign.corpus.tokenizers import Tokenizer
-from fsalign.engine.builtin import TOPOLOGIES, make_topology
+from fsalign.engine.builtin import TOPOLOGIES, CtcTopology, HmmTopology, make_topology
 from fsalign.engine.mismatch import MismatchOptions
 from fsalign.engine.scales import Scales
 from fsalign.errors import FsalignError
-from fsalign.results.alignment import Alignment
+from fsalign.results.alignment import Alignment, TokenSpan, WordSpan
 from fsalign.results.times import UNTRANSCRIBED_LABEL, MismatchTimes, SkippedWord, TimedSpan, UtteranceTimes
 from fsalign.scores.gradscore import VARIANTS, GradientScorer, grad_source_weights
 from fsalign.scores.matrix import ScoreMatrix
 from fsalign.scores.posterior import PosteriorScorer
 from fsalign.util import Seconds, check_option, is_finite_number
 
-__all__ = ["SCORES", "AlignResult", "Aligner", "make_scorer", "align_cuts", "has_decoder", "grad_weights"]
+__all__ = ["SCORES", "BOUNDARIES", "AlignResult", "Aligner", "make_scorer", "align_cuts", "has_decoder", "grad_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +161,10 @@ def make_scorer(checkpoint: LoadedCheckpoint, scores: str = "posterior", topolog
     return PosteriorScorer(model, topo, scales, blank_penalty, frame_shift, mismatch)
 
 
+BOUNDARIES = ("viterbi", "expected")
+"""Where :class:`Aligner` puts word and token boundaries (its ``boundaries`` argument)."""
+
+
 class Aligner:
     """Aligns :class:`~fsalign.corpus.cuts.Batch` es with a scorer.
 
@@ -168,9 +172,21 @@ class Aligner:
       scorer: a :class:`~fsalign.scores.posterior.PosteriorScorer` or
         :class:`~fsalign.scores.gradscore.GradientScorer` (see :func:`make_scorer`).
       tokenizer: the checkpoint's tokenizer (names tokens; loads transcripts).
+      boundaries: where word and token boundaries go (:data:`BOUNDARIES`): ``"viterbi"``, the
+        frame edges of the best path; ``"expected"``, the posterior-mean boundary over all paths
+        (:meth:`~fsalign.scores.matrix.ScoreMatrix.expected_boundaries`), finer than a frame; the
+        words and their order are the best path's either way. Built-in topologies only.
     """
 
-    def __init__(self, scorer: Union[PosteriorScorer, GradientScorer], tokenizer: Tokenizer):
+    def __init__(self, scorer: Union[PosteriorScorer, GradientScorer], tokenizer: Tokenizer,
+                 boundaries: str = "viterbi"):
+        check_option("boundaries", boundaries, boundaries in BOUNDARIES, f"one of {BOUNDARIES}")
+        if boundaries == "expected":
+            topology = getattr(scorer, "graph_topology", None)
+            check_option("boundaries", boundaries, topology is None or isinstance(topology, (CtcTopology, HmmTopology)),
+                         "'viterbi' with a custom topology or --allow-mismatch (expected boundaries need a "
+                         "built-in CTC, relaxed or HMM topology)")
+        self.boundaries = boundaries
         self.scorer = scorer
         self.tokenizer = tokenizer
         self.model = scorer.model
@@ -178,13 +194,17 @@ class Aligner:
         self.device = next(self.model.parameters()).device
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: LoadedCheckpoint, scores: str = "posterior", **options) -> "Aligner":
-        """``Aligner(make_scorer(checkpoint, scores, **options), checkpoint.tokenizer)``."""
-        return cls(make_scorer(checkpoint, scores, **options), checkpoint.tokenizer)
+    def from_checkpoint(cls, checkpoint: LoadedCheckpoint, scores: str = "posterior", boundaries: str = "viterbi",
+                        **options) -> "Aligner":
+        """``Aligner(make_scorer(checkpoint, scores, **options), checkpoint.tokenizer, boundaries)``."""
+        return cls(make_scorer(checkpoint, scores, **options), checkpoint.tokenizer, boundaries)
 
     def settings(self) -> Dict[str, Any]:
         """Everything that determines the alignments (recorded with the results)."""
-        return self.scorer.settings()
+        settings = self.scorer.settings()
+        if self.boundaries != "viterbi":  # (absent from the settings of runs from before the option)
+            settings["boundaries"] = self.boundaries
+        return settings
 
     def align(self, batch: Batch) -> List[AlignResult]:
         """Results of every cut of the batch (``batch.order``): loaded cuts aligned, the rest failed.
@@ -224,6 +244,7 @@ class Aligner:
         if not keep:
             return out
         matrix = matrix.select(keep)
+        expected = matrix.expected_boundaries() if self.boundaries == "expected" else None
         for k, (b, ali) in enumerate(zip(keep, matrix.best_paths(on_infeasible="skip"))):
             cut_id, duration = batch.cut_ids[b], batch.durations[b]
             if ali is None:
@@ -232,21 +253,33 @@ class Aligner:
                                  f"the transcript needs {int(matrix.min_frames[k])}"))
             else:
                 written = batch.written[b] if batch.written else None
+                frames = None if expected is None else (expected[0][k].tolist(), expected[1][k].tolist())
                 out[cut_id] = AlignResult(cut_id, duration, self.times(matrix, cut_id, duration, batch.words[b],
-                                                                       batch.transcripts[b], ali, written))
+                                                                       batch.transcripts[b], ali, written, frames))
         return out
 
     def times(self, matrix: ScoreMatrix, cut_id: str, duration: Seconds, words: List[str],
-              transcript: List[List[int]], ali: Alignment, written=None) -> UtteranceTimes:
+              transcript: List[List[int]], ali: Alignment, written=None,
+              frames: Optional[Tuple[List[float], List[float]]] = None) -> UtteranceTimes:
         """Seconds of the word and token spans of ``ali`` (clipped to [0, ``duration``]).
+
+        With ``frames`` (the start and end frame of every transcript position, e.g. the
+        expected boundaries), spans get those times instead of the frame edges of ``ali``: a
+        token its position's, a word from its first token's start to its last token's end.
 
         With ``written`` (the cut's :class:`~fsalign.corpus.normalize.WrittenWord` s), every written
         token that became spoken words spans from the start of its first word to the end of its
         last (``UtteranceTimes.written``); a token that says nothing (a dash) gets no time.
         """
 
-        def span(label: str, frames) -> TimedSpan:
-            start, end = matrix.seconds(frames)
+        def span(label: str, path_span) -> TimedSpan:
+            if frames is not None and isinstance(path_span, WordSpan):
+                start, end = (matrix.frame_seconds(frames[0][path_span.first_token]),
+                              matrix.frame_seconds(frames[1][path_span.last_token]))
+            elif frames is not None and isinstance(path_span, TokenSpan):
+                start, end = (matrix.frame_seconds(f[path_span.position]) for f in frames)
+            else:  # frame edges of the best path (garbage spans always)
+                start, end = matrix.seconds(path_span)
             return TimedSpan(label, round(min(start, duration), 9), round(min(end, duration), 9))
 
         split_otherwise = len(words) != len(transcript)

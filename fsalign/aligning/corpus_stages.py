@@ -193,7 +193,7 @@ def align(job, work: Path, cuts, corpus_cuts, tokenizer, checkpoint: Path) -> Li
     loaded = load_checkpoint(checkpoint, device)
     aligner = Aligner(make_scorer(loaded, job.scores, grad_source=job.grad_source, aed_weight=job.aed_weight,
                                   mismatch=MismatchOptions() if job.allow_mismatch else None),
-                      tokenizer)
+                      tokenizer, job.boundaries)
     header = {"checkpoint": str(checkpoint), "size": checkpoint.stat().st_size, **aligner.settings()}
     journal = Journal(work / "align.journal.jsonl", header)
     batch_duration = 0.0 if job.scores != "posterior" and aligner.device.type == "cpu" else 100.0  # as fsalign align

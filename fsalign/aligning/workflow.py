@@ -68,6 +68,7 @@ class CorpusJob:
       allow_mismatch: transcripts may not match the audio exactly (:mod:`fsalign.engine.mismatch`, default
         penalties): untranscribed speech is given to garbage, transcript words that were not spoken are
         skipped, and the outputs and the report mark both. Training uses the transcripts as they are.
+      boundaries: "viterbi" or "expected" (:data:`~fsalign.aligning.aligner.BOUNDARIES`).
     """
 
     corpus: Path
@@ -87,6 +88,7 @@ class CorpusJob:
     grad_source: Optional[str] = None
     aed_weight: Optional[float] = None
     allow_mismatch: bool = False
+    boundaries: str = "viterbi"
 
     def check(self) -> None:
         """Validates every option before any work, with one line naming the option and the value.
@@ -106,12 +108,15 @@ class CorpusJob:
         check_option("--oov", self.oov, self.oov in ("g2p", "skip", "error"), "one of g2p, skip, error")
         check_option("--vocab-size", self.vocab_size, is_positive_int(self.vocab_size) and self.vocab_size >= 3,
                      "an integer >= 3")
-        from fsalign.aligning.aligner import MISMATCH_NEEDS_POSTERIOR, SCORES, grad_weights, has_decoder
+        from fsalign.aligning.aligner import BOUNDARIES, MISMATCH_NEEDS_POSTERIOR, SCORES, grad_weights, has_decoder
 
         check_option("--scores", self.scores, self.scores in SCORES, f"one of {SCORES}")
         check_option("--allow-mismatch", self.allow_mismatch, isinstance(self.allow_mismatch, bool), "True or False")
         if self.allow_mismatch and self.scores != "posterior":
             raise FsalignError(MISMATCH_NEEDS_POSTERIOR)
+        check_option("--boundaries", self.boundaries, self.boundaries in BOUNDARIES, f"one of {BOUNDARIES}")
+        check_option("--boundaries", self.boundaries, not (self.allow_mismatch and self.boundaries == "expected"),
+                     "'viterbi' with --allow-mismatch")
         if self.checkpoint is not None:
             from fsalign.checkpoint import load_checkpoint
 
@@ -135,7 +140,8 @@ class CorpusJob:
         """What determines the outputs (recorded in ``work/settings.json``)."""
         d = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()
              if k not in ("output", "progress", "num_jobs", "device", "reference")}
-        for k, default in (("scores", "posterior"), ("grad_source", None), ("aed_weight", None)):
+        for k, default in (("scores", "posterior"), ("grad_source", None), ("aed_weight", None),
+                           ("boundaries", "viterbi")):
             if d[k] == default:  # recorded when set, so that the folders of earlier runs stay valid
                 del d[k]
         if not self.allow_mismatch:

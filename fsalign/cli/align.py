@@ -68,6 +68,10 @@ def _mismatch_options(allow: bool, garbage_penalty, skip_penalty, scores: str):
               help="posterior: Viterbi on the model's output; grad/gradext: GradScore/GradScoreExt on the "
                    "input gradients (10 ms resolution).")
 @click.option("--level", type=click.Choice(["word", "token"]), default="word", help="Spans written to a CTM.")
+@click.option("--boundaries", type=click.Choice(["viterbi", "expected"]), default="viterbi",
+              help="viterbi: word and token times at the frame edges of the best path; expected: the posterior-mean "
+                   "boundary over all paths, finer than a frame (built-in topologies, not with --allow-mismatch); "
+                   "see docs/align.md.")
 @click.option("--topology", type=click.Choice(["ctc", "hmm", "relaxed"]), default=None,
               help="Topology for posterior alignment.  [default: the one the model was trained with]")
 @click.option("--prior-scale", type=float, default=0.0,
@@ -118,10 +122,10 @@ def _mismatch_options(allow: bool, garbage_penalty, skip_penalty, scores: str):
 @click.option("--restart", is_flag=True,
               help="Discard the journal of an earlier unfinished run instead of resuming.  [default: off, resume]")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar (utterances/s, real-time factor).")
-def align(checkpoint, cuts_path, output, scores, level, topology, prior_scale, blank_penalty, posterior_scale,
-          transition_scale, grad_p, grad_chunk_size, grad_blank_score, grad_percentile, grad_prefix, grad_source,
-          aed_weight, allow_mismatch, garbage_penalty, skip_penalty, batch_duration, window, num_workers, shard, device,
-          restart, progress):
+def align(checkpoint, cuts_path, output, scores, level, boundaries, topology, prior_scale, blank_penalty,
+          posterior_scale, transition_scale, grad_p, grad_chunk_size, grad_blank_score, grad_percentile, grad_prefix,
+          grad_source, aed_weight, allow_mismatch, garbage_penalty, skip_penalty, batch_duration, window, num_workers,
+          shard, device, restart, progress):
     """Align the cuts of a corpus with a trained model and write word (and token) times.
 
     Utterances that cannot be aligned (unreadable audio, units the model does not know,
@@ -171,7 +175,7 @@ def align(checkpoint, cuts_path, output, scores, level, topology, prior_scale, b
     try:
         loaded = load_checkpoint(checkpoint, device)
         aligner = Aligner.from_checkpoint(
-            loaded, scores, topology=topology, prior_scale=prior_scale, blank_penalty=blank_penalty,
+            loaded, scores, boundaries, topology=topology, prior_scale=prior_scale, blank_penalty=blank_penalty,
             posterior_scale=posterior_scale, transition_scale=transition_scale, grad_p=grad_p,
             grad_chunk_size=grad_chunk_size, grad_blank_score=grad_blank_score, grad_percentile=grad_percentile,
             grad_prefix=grad_prefix, grad_source=grad_source, aed_weight=aed_weight, mismatch=mismatch)

@@ -44,9 +44,12 @@ __all__ = ["align_corpus"]
               help="Transcripts may not match the audio exactly: untranscribed speech is given to a garbage state, "
                    "transcript words that were not spoken are skipped; outputs and report mark both.  "
                    "[default: off]")
+@click.option("--boundaries", type=click.Choice(["viterbi", "expected"]), default="viterbi",
+              help="viterbi: times at the frame edges of the best path; expected: the posterior-mean boundary over "
+                   "all paths, finer than a frame (not with --allow-mismatch; see fsalign align).")
 @click.option("--progress/--no-progress", default=True, help="Progress bars.")
 def align_corpus(corpus, output, checkpoint, unit, epochs, layout, oov, vocab_size, reference, scores, grad_source,
-                 aed_weight, num_jobs, device, seed, allow_mismatch, progress):
+                 aed_weight, num_jobs, device, seed, allow_mismatch, boundaries, progress):
     """Align a corpus as it is kept: audio files with transcripts, Kaldi, LibriSpeech or Lhotse.
 
     CORPUS is a folder of audio files with a transcript of the same name beside each (MFA
@@ -66,7 +69,7 @@ def align_corpus(corpus, output, checkpoint, unit, epochs, layout, oov, vocab_si
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     job = CorpusJob(corpus, output, checkpoint, unit, layout, epochs, num_jobs, device, oov, vocab_size, reference,
                     progress, seed, scores=scores, grad_source=grad_source, aed_weight=aed_weight,
-                    allow_mismatch=allow_mismatch)
+                    allow_mismatch=allow_mismatch, boundaries=boundaries)
     try:
         report = run(job)
     except FsalignError as e:

@@ -20,7 +20,9 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
+from fsalign.engine.chain import graphs_chain, resolve_engine
 from fsalign.engine.fullsum import occupancies, total_scores
+from fsalign.engine.occupancy import expected_position_frames
 from fsalign.engine.scales import Scales
 from fsalign.engine.topology import TrainingGraphs
 from fsalign.engine.viterbi import best_paths
@@ -116,6 +118,24 @@ class ScoreMatrix:
     def marginals(self) -> torch.Tensor:
         """Soft alignment (eq. 9): Tensor of shape (B, T, C), the gradient of :meth:`total`."""
         return occupancies(self.scores, self.lengths, self.graphs, self.scales, self.engine)
+
+    def expected_boundaries(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Posterior-mean start and end frame of every transcript position (:mod:`fsalign.engine.occupancy`).
+
+        Returns:
+          (starts, ends): float64 Tensors of shape (B, S), in (fractional) frames; NaN beyond a
+          transcript and for utterances too short for theirs.
+
+        Raises:
+          FsalignError: graphs that are not a built-in chain (a custom or mismatch topology).
+        """
+        resolve_engine(self.graphs, "chain")
+        chain = graphs_chain(self.graphs, self.scales.transition_scale, self.scores.device)
+        return expected_position_frames(self.scales.detach().dense(self.scores.detach()), self.lengths, chain)
+
+    def frame_seconds(self, frame: float) -> Seconds:
+        """Seconds of a frame boundary (a whole or fractional frame index), at least 0."""
+        return max(0.0, float(frame) * self.frame_step_s + self.time_offset_s)
 
     def best_paths(self, on_infeasible: str = "skip") -> List[Optional[Alignment]]:
         """Viterbi alignment of every utterance (None where too short, with ``on_infeasible="skip"``).
