@@ -30,15 +30,17 @@ the frame part of it):
 
 A low confidence (below :data:`LOW_CONFIDENCE`) says that the model hears something other than the
 transcript's word there: a transcript error, a mispronunciation, noise, or a model that does not
-know the word. :func:`roc_auc` measures how well a score separates two groups (the confidence of
-correct and of substituted words).
+know the word. :func:`roc_auc` measures how well a score separates two groups, and
+:func:`substitute_words` corrupts transcripts to measure it (the confidence of the correct and of
+the substituted words).
 """
-from typing import List, Optional, Sequence
+import random
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
 __all__ = ["CONFIDENCE_DIGITS", "LOW_CONFIDENCE", "label_probabilities", "span_confidences", "written_confidence",
-           "roc_auc"]
+           "roc_auc", "substitute_words"]
 
 CONFIDENCE_DIGITS = 4
 """Decimals of a stored confidence (CTM column, TextGrid tier, cuts, journal)."""
@@ -134,3 +136,32 @@ def roc_auc(positive: Sequence[float], negative: Sequence[float]) -> float:
     n_pos, n_neg = len(positive), len(negative)
     r_pos = float(ranks[:n_pos].sum())
     return (r_pos - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def substitute_words(transcripts: Sequence[Sequence[str]], fraction: float = 0.1,
+                     seed: int = 0) -> Tuple[List[List[str]], List[List[bool]]]:
+    """Transcripts with ``fraction`` of all their words replaced by other words of the same transcripts.
+
+    ``round(fraction * number of words)`` word places are drawn without replacement (seeded), and
+    each gets a word of the transcripts' vocabulary other than the one it had, drawn uniformly.
+
+    Returns:
+      (the edited transcripts, per word whether it was substituted).
+
+    Raises:
+      ValueError: ``fraction`` outside [0, 1], or a vocabulary of fewer than two words.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    vocabulary = sorted({w for words in transcripts for w in words})
+    if len(vocabulary) < 2:
+        raise ValueError(f"substituting words needs at least 2 different words, got {len(vocabulary)}")
+    rng = random.Random(seed)
+    places = [(u, i) for u, words in enumerate(transcripts) for i in range(len(words))]
+    chosen = set(rng.sample(places, round(fraction * len(places))))
+    edited, substituted = [], []
+    for u, words in enumerate(transcripts):
+        flags = [(u, i) in chosen for i in range(len(words))]
+        edited.append([rng.choice([v for v in vocabulary if v != w]) if f else w for w, f in zip(words, flags)])
+        substituted.append(flags)
+    return edited, substituted

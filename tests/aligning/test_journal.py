@@ -18,8 +18,8 @@ def _aligned(cut_id, duration, words, tokens):
 
 
 RESULTS = [
-    _aligned("u1", 1.5, [("HELLO", 0.12, 0.48), ("WORLD", 0.56, 1.0)],
-             [("H", 0.12, 0.2), ("ELLO", 0.2, 0.48), ("WORLD", 0.56, 1.0)]),
+    _aligned("u1", 1.5, [("HELLO", 0.12, 0.48, 0.9731), ("WORLD", 0.56, 1.0, 0.0457)],
+             [("H", 0.12, 0.2, 1.0), ("ELLO", 0.2, 0.48, 0.1), ("WORLD", 0.56, 1.0, 0.0457)]),  # with confidences
     AlignResult("u2", 0.3, error="infeasible: 3 frames given, 7 needed"),
     _aligned("u3", 2.25, [("ÉTÉ", 0.0, 2.25)], [("É", 0.0, 1.0), ("T", 1.0, 1.5), ("É", 1.5, 2.25)]),
     _aligned("u4", 0.5, [], []),  # aligned, no words
@@ -54,6 +54,10 @@ def test_append_and_get_round_trip(journal):
     assert journal.get("u2").times is None
     assert journal.outcomes == {"u1": (1.5, None), "u2": (0.3, "infeasible: 3 frames given, 7 needed"),
                                 "u3": (2.25, None), "u4": (0.5, None)}
+    assert [w.score for w in journal.get("u1").times.words] == [0.9731, 0.0457]
+    assert journal.get("u3").times.words[0].score is None
+    # (sum of the word confidences, words with one, words below 0.5)
+    assert journal.confidences == {"u1": (0.9731 + 0.0457, 2, 1), "u2": (0, 0, 0), "u3": (0, 0, 0), "u4": (0, 0, 0)}
     # offsets point at each utterance's own line
     data = journal.path.read_bytes()
     header_end = data.index(b"\n") + 1
