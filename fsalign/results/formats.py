@@ -336,7 +336,8 @@ def read_utterances(path: Pathlike, level: str = "word") -> Dict[str, UtteranceT
 
     A CTM holds one level: its spans become ``words`` (``level="word"``) or ``tokens``
     (``level="token"``), and ``duration`` is None. TextGrids give their ``xmax`` as the
-    duration and the tier "tokens" (or "phones") as tokens; cuts their duration and
+    duration, the tier "tokens" (or "phones") as tokens and the tier :data:`CONFIDENCE_TIER` as the
+    words' scores; CTMs their 6th column as scores; cuts their duration, the items' scores and
     ``alignment["token"]`` (or "phone"); LibriSpeech alignments the last entry's end
     (their entries tile the utterance) and no tokens.
 
