@@ -3,9 +3,11 @@
 Nothing is lost:
 
 * every batch's results are appended to a :class:`Journal` ``OUT.journal.jsonl`` (a header
-  line with the settings, then one complete JSON line per utterance, flushed and fsynced per
-  batch; a torn last line from a kill is cut off when the journal is reopened; a journal of
-  other settings is refused, and so is a second writer);
+  line with the settings, then one complete JSON line per utterance: its spans as
+  ``[label, start, end]`` or ``[label, start, end, confidence]``, floats that JSON gives back
+  exactly), flushed and fsynced per batch; a torn last line from a kill is cut off when the
+  journal is reopened; a journal of other settings or of another version is refused, and so is a
+  second writer);
 * re-running the same command continues with the utterances the journal lacks; batches are
   a deterministic function of the manifest and the options (:func:`fsalign.aligning.batches.plan_batches`),
   so resumed results equal uninterrupted ones;
@@ -28,7 +30,7 @@ from fsalign.util import Seconds
 
 __all__ = ["AlignResult", "Journal", "journal_header"]
 
-_JOURNAL_VERSION = 1
+_JOURNAL_VERSION = 2  # 2: spans carry their confidence; a journal of 1 lacks it and is refused
 
 
 @dataclass

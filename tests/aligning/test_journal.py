@@ -43,7 +43,7 @@ def test_new_journal_holds_the_header_line(tmp_path):
     j.close()
     lines = _lines(path)
     assert lines[-1] == b"" and len(lines) == 2
-    assert json.loads(lines[0]) == {"fsalign_align_journal": 1, **HEADER}
+    assert json.loads(lines[0]) == {"fsalign_align_journal": 2, **HEADER}
 
 
 def test_append_and_get_round_trip(journal):
@@ -130,7 +130,7 @@ def test_other_settings_are_refused_unless_restarting(journal):
     fresh = Journal(journal.path, other, restart=True)
     try:
         assert fresh.offsets == {} and fresh.outcomes == {}
-        assert [json.loads(x) for x in _lines(journal.path)[:-1]] == [{"fsalign_align_journal": 1, **other}]
+        assert [json.loads(x) for x in _lines(journal.path)[:-1]] == [{"fsalign_align_journal": 2, **other}]
     finally:
         fresh.close()
 
@@ -175,3 +175,11 @@ def test_journal_header_records_file_identity(tmp_path):
     for changed in (touched, grown):
         with pytest.raises(FsalignError, match="other settings or inputs"):
             Journal(tmp_path / "j.jsonl", changed)
+
+
+def test_a_journal_of_the_version_without_confidences_is_refused(tmp_path):
+    path = tmp_path / "old.jsonl"
+    path.write_text(json.dumps({"fsalign_align_journal": 1, **HEADER}) + "\n"
+                    + json.dumps({"id": "u1", "duration": 1.0, "words": [["A", 0.0, 1.0]], "tokens": []}) + "\n")
+    with pytest.raises(FsalignError, match="other settings"):
+        Journal(path, HEADER)
