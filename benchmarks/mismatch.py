@@ -30,7 +30,6 @@ Usage: python benchmarks/mismatch.py --checkpoint CKPT --cuts CUTS [--rate 0.05]
        [--json out.json]
 """
 import argparse
-import json
 import os
 import random
 import sys
@@ -41,6 +40,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from timing import write_json  # noqa: E402
 
 from fsalign.aligning.aligner import Aligner, align_cuts, make_scorer  # noqa: E402
 from fsalign.checkpoint import load_checkpoint  # noqa: E402
@@ -224,9 +226,7 @@ def main(argv=None):
         print(f"| {name} | {pct(r['kept_aligned'])} | {r['tse_boundary_ms']:.1f} | {r['tse_centre_ms']:.1f} | "
               f"{'-' if same is None else f'{same:.1f}'} | {pct(r['inserted_skipped'])} | "
               f"{pct(r['deleted_in_garbage'])} | {r['skipped']} | {r['seconds']} |")
-    if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "load": load, "args": {k: str(v) for k, v in
-                                                                                vars(args).items()}}, indent=1))
+    write_json(args.json, rows, load, args)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Shared timing helper of the benchmark scripts (run as `python benchmarks/<name>.py`)."""
+"""Shared helpers of the benchmark scripts (run as `python benchmarks/<name>.py`): timing, the JSON record."""
+import json
 import statistics
 import time
 
@@ -12,3 +13,10 @@ def median_seconds(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def write_json(path, rows: dict, load, args) -> None:
+    """Writes the rows of a run with the load average and the arguments to ``path`` (nothing for None)."""
+    if path:
+        path.write_text(json.dumps({"rows": rows, "load": load, "args": {k: str(v) for k, v in vars(args).items()}},
+                                   indent=1))

@@ -38,6 +38,7 @@ from fsalign.engine.mismatch import MismatchOptions
 from fsalign.engine.scales import Scales
 from fsalign.errors import FsalignError
 from fsalign.results.alignment import Alignment, TokenSpan, WordSpan
+from fsalign.results.confidence import span_confidences, written_confidence
 from fsalign.results.times import UNTRANSCRIBED_LABEL, MismatchTimes, SkippedWord, TimedSpan, UtteranceTimes
 from fsalign.scores.gradscore import VARIANTS, GradientScorer, grad_source_weights
 from fsalign.scores.matrix import ScoreMatrix
@@ -255,24 +256,38 @@ class Aligner:
                 written = batch.written[b] if batch.written else None
                 frames = None if expected is None else (expected[0][k].tolist(), expected[1][k].tolist())
                 out[cut_id] = AlignResult(cut_id, duration, self.times(matrix, cut_id, duration, batch.words[b],
-                                                                       batch.transcripts[b], ali, written, frames))
+                                                                       batch.transcripts[b], ali, written, row=k,
+                                                                       frames=frames))
         return out
 
     def times(self, matrix: ScoreMatrix, cut_id: str, duration: Seconds, words: List[str],
-              transcript: List[List[int]], ali: Alignment, written=None,
+              transcript: List[List[int]], ali: Alignment, written=None, row: Optional[int] = None,
               frames: Optional[Tuple[List[float], List[float]]] = None) -> UtteranceTimes:
-        """Seconds of the word and token spans of ``ali`` (clipped to [0, ``duration``]).
+        """Seconds of the word and token spans of ``ali`` (clipped to [0, ``duration``]), with their confidences.
 
-        With ``frames`` (the start and end frame of every transcript position, e.g. the
-        expected boundaries), spans get those times instead of the frame edges of ``ali``: a
-        token its position's, a word from its first token's start to its last token's end.
-
-        With ``written`` (the cut's :class:`~fsalign.corpus.normalize.WrittenWord` s), every written
+        Every word and token span gets its confidence (:mod:`fsalign.results.confidence`) from
+        utterance ``row`` of ``matrix`` (None: the matrix holds this utterance only). With
+        ``frames`` (the start and end frame of every transcript position, e.g. the expected
+        boundaries), spans get those times instead of the frame edges of ``ali``: a token its
+        position's, a word from its first token's start to its last token's end (the
+        confidences stay those of the best path's frames). With
+        ``written`` (the cut's :class:`~fsalign.corpus.normalize.WrittenWord` s), every written
         token that became spoken words spans from the start of its first word to the end of its
-        last (``UtteranceTimes.written``); a token that says nothing (a dash) gets no time.
+        last (``UtteranceTimes.written``), with the lowest confidence of those words; a token that
+        says nothing (a dash) gets no time.
         """
+        if row is None:
+            if len(matrix) != 1:
+                raise ValueError(f"times of {cut_id}: the matrix holds {len(matrix)} utterances, pass its row")
+            row = 0
+        probs = matrix.frame_confidences(row, ali.labels)
+        non_token = matrix.graphs.topology.non_token_labels
 
-        def span(label: str, path_span) -> TimedSpan:
+        def spans(labels: List[str], path_spans) -> List[TimedSpan]:
+            scores = span_confidences(probs, ali.labels, path_spans, non_token)
+            return [span(label, p, score) for label, p, score in zip(labels, path_spans, scores)]
+
+        def span(label: str, path_span, score: Optional[float] = None) -> TimedSpan:
             if frames is not None and isinstance(path_span, WordSpan):
                 start, end = (matrix.frame_seconds(frames[0][path_span.first_token]),
                               matrix.frame_seconds(frames[1][path_span.last_token]))
@@ -280,13 +295,13 @@ class Aligner:
                 start, end = (matrix.frame_seconds(f[path_span.position]) for f in frames)
             else:  # frame edges of the best path (garbage spans always)
                 start, end = matrix.seconds(path_span)
-            return TimedSpan(label, round(min(start, duration), 9), round(min(end, duration), 9))
+            return TimedSpan(label, round(min(start, duration), 9), round(min(end, duration), 9), score)
 
         split_otherwise = len(words) != len(transcript)
         if split_otherwise:  # a tokenizer that splits differently: name words by their tokens
             words = [self.tokenizer.decode([w]).replace(" ", "_") for w in transcript]
         names = self.tokenizer.token_names
-        word_spans = [span(words[w.index], w) for w in ali.words]
+        word_spans = spans([words[w.index] for w in ali.words], ali.words)
         by_index = {w.index: s for w, s in zip(ali.words, word_spans)}  # without the skipped words
         written_spans = []
         if written and not split_otherwise:
@@ -294,7 +309,8 @@ class Aligner:
             for token in written:
                 inside = [by_index[i] for i in range(k, k + len(token.spoken)) if i in by_index]
                 if inside:
-                    written_spans.append(TimedSpan(token.text, inside[0].start, inside[-1].end))
+                    written_spans.append(TimedSpan(token.text, inside[0].start, inside[-1].end,
+                                                   written_confidence([s.score for s in inside])))
                 k += len(token.spoken)
         mismatch = None
         if getattr(self.scorer, "mismatch", None) is not None:
@@ -305,7 +321,7 @@ class Aligner:
                 else:
                     skipped.append(SkippedWord(word, i, end))
             mismatch = MismatchTimes(skipped, [span(UNTRANSCRIBED_LABEL, u) for u in ali.untranscribed])
-        return UtteranceTimes(cut_id, duration, word_spans, [span(names[t.token], t) for t in ali.tokens],
+        return UtteranceTimes(cut_id, duration, word_spans, spans([names[t.token] for t in ali.tokens], ali.tokens),
                               written=written_spans, mismatch=mismatch)
 
 

@@ -4,10 +4,12 @@
   ``spk1/utt_007``), times from the start of that file: a recording cut into several segments gets
   one TextGrid holding them all. Tiers: ``words`` (the words as written in the transcript,
   ``"Hello,"``, ``"40"``, each spanning the spoken words it became) and ``phones`` (phone models)
-  or ``tokens`` (character and subword models); silence is an empty interval.
+  or ``tokens`` (character and subword models), and ``confidence`` (the words' intervals labelled
+  with their confidence, :mod:`fsalign.results.confidence`); silence is an empty interval.
 * ``OUTPUT/alignments.ctm``: one line per *spoken* word (what the model aligned: ``FORTY``,
   upper case, no punctuation, as scoring tools expect), ``<recording> 1 <start> <duration>
-  <word>`` with times from the start of the recording, recordings sorted, words in time order.
+  <word> <confidence>`` with times from the start of the recording, recordings sorted, words in
+  time order.
 * ``OUTPUT/alignments.jsonl.gz``: the cuts with ``alignment["word"]``, ``["token"]`` and
   ``["written"]`` on their supervisions (:func:`fsalign.results.manifests.cut_with_alignment`).
 

@@ -250,6 +250,34 @@ def _mismatch_report(corpus, results: List[AlignResult]) -> Dict[str, Any]:
             "untranscribed_seconds": round(seconds, 3)}
 
 
+def _confidence_report(corpus, results: List[AlignResult]) -> Optional[Dict[str, Any]]:
+    """Mean word confidence, per file, and the words below LOW_CONFIDENCE (file, word, times in the file)."""
+    from fsalign.aligning.corpus_output import output_stem
+    from fsalign.results.confidence import LOW_CONFIDENCE
+
+    cuts = {c.id: c for c in corpus.cuts}
+    files: Dict[str, List[float]] = {}
+    low = []
+    for r in results:
+        if r.times is None:
+            continue
+        cut = cuts.get(r.cut_id)
+        stem, offset = (output_stem(cut), cut.start) if cut is not None else (r.cut_id, 0.0)
+        for w in r.times.words:
+            if w.score is None:
+                continue
+            files.setdefault(stem, []).append(w.score)
+            if w.score < LOW_CONFIDENCE:
+                low.append({"file": stem, "word": w.label, "start": round(offset + w.start, 3),
+                            "end": round(offset + w.end, 3), "confidence": w.score})
+    scores = [c for values in files.values() for c in values]
+    if not scores:
+        return None
+    return {"mean_word": round(sum(scores) / len(scores), 4), "num_words": len(scores), "threshold": LOW_CONFIDENCE,
+            "num_low": len(low), "files": {f: round(sum(v) / len(v), 4) for f, v in sorted(files.items())},
+            "low_words": sorted(low, key=lambda w: (w["file"], w["start"]))}
+
+
 def report(job, corpus, results: List[AlignResult], oovs: Dict[str, List[str]], evaluation: Optional[dict],
            checkpoint: Path, stage_seconds: Dict[str, float], total_seconds: Seconds) -> Dict[str, Any]:
     """The report (``OUTPUT/report.json`` and ``report.txt``): what was aligned, skipped and measured."""
@@ -270,6 +298,7 @@ def report(job, corpus, results: List[AlignResult], oovs: Dict[str, List[str]], 
     }
     if job.allow_mismatch:
         out["mismatch"] = _mismatch_report(corpus, results)
+    out["confidence"] = _confidence_report(corpus, results)
     with atomic_open(job.output / "report.txt", "w", encoding="utf-8") as f:
         f.write("\n".join(summary_lines(out)) + "\n")
     with atomic_open(job.output / "report.json", "w", encoding="utf-8") as f:
@@ -300,6 +329,12 @@ def summary_lines(report: Dict[str, Any]) -> List[str]:
         lines.append(f"transcripts vs audio: {mismatch['num_skipped']} transcript words skipped in "
                      f"{len(mismatch['skipped_words'])} files (report.json: mismatch), "
                      f"{mismatch['untranscribed_seconds']:.1f} s of untranscribed audio")
+    confidence = report.get("confidence")
+    if confidence:
+        worst = sorted(confidence["files"].items(), key=lambda item: (item[1], item[0]))[:5]
+        lines.append(f"word confidence: mean {confidence['mean_word']:.3f} over {confidence['num_words']} words, "
+                     f"{confidence['num_low']} below {confidence['threshold']:g} (report.json: confidence, low_words); "
+                     f"lowest files: " + ", ".join(f"{f} {c:.3f}" for f, c in worst))
     ref = report.get("reference")
     if ref:
         from fsalign.results.compare import error_lines

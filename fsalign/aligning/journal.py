@@ -3,9 +3,11 @@
 Nothing is lost:
 
 * every batch's results are appended to a :class:`Journal` ``OUT.journal.jsonl`` (a header
-  line with the settings, then one complete JSON line per utterance, flushed and fsynced per
-  batch; a torn last line from a kill is cut off when the journal is reopened; a journal of
-  other settings is refused, and so is a second writer);
+  line with the settings, then one complete JSON line per utterance: its spans as
+  ``[label, start, end]`` or ``[label, start, end, confidence]``, floats that JSON gives back
+  exactly), flushed and fsynced per batch; a torn last line from a kill is cut off when the
+  journal is reopened; a journal of other settings or of another version is refused, and so is a
+  second writer);
 * re-running the same command continues with the utterances the journal lacks; batches are
   a deterministic function of the manifest and the options (:func:`fsalign.aligning.batches.plan_batches`),
   so resumed results equal uninterrupted ones;
@@ -22,12 +24,13 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from fsalign.errors import FsalignError
+from fsalign.results.confidence import LOW_CONFIDENCE
 from fsalign.results.times import MismatchTimes, SkippedWord, TimedSpan, UtteranceTimes
 from fsalign.util import Seconds
 
 __all__ = ["AlignResult", "Journal", "journal_header"]
 
-_JOURNAL_VERSION = 1
+_JOURNAL_VERSION = 2  # 2: spans carry their confidence; a journal of 1 lacks it and is refused
 
 
 @dataclass
@@ -46,6 +49,11 @@ class AlignResult:
     times: Optional[UtteranceTimes] = None
     error: Optional[str] = None
 
+
+
+def _spans(spans: List[TimedSpan]) -> list:
+    """``[label, start, end]`` per span, ``[label, start, end, score]`` where the score is known."""
+    return [[s.label, s.start, s.end] + ([] if s.score is None else [s.score]) for s in spans]
 
 
 def _file_id(path: Path) -> dict:
@@ -77,6 +85,8 @@ class Journal:
         self.path = path
         self.offsets: Dict[str, int] = {}  # cut id -> byte offset of its line
         self.outcomes: Dict[str, Tuple[Seconds, Optional[str]]] = {}  # cut id -> (duration, error or None)
+        # cut id -> (sum of its word confidences, words with one, words below LOW_CONFIDENCE)
+        self.confidences: Dict[str, Tuple[float, int, int]] = {}
         header = json.loads(json.dumps({"fsalign_align_journal": _JOURNAL_VERSION, **header}))
         path.parent.mkdir(parents=True, exist_ok=True)
         self.file = open(path, "a+b")
@@ -121,6 +131,8 @@ class Journal:
     def _record(self, entry: dict, offset: int) -> None:
         self.offsets[entry["id"]] = offset
         self.outcomes[entry["id"]] = (entry["duration"], entry.get("error"))
+        scores = [w[3] for w in entry.get("words", []) if len(w) > 3]
+        self.confidences[entry["id"]] = (sum(scores), len(scores), sum(c < LOW_CONFIDENCE for c in scores))
 
     def _write(self, entries: List[dict]) -> List[int]:
         self.file.seek(0, os.SEEK_END)
@@ -140,14 +152,14 @@ class Journal:
             if r.times is None:
                 entry["error"] = r.error
             else:
-                entry["words"] = [[s.label, s.start, s.end] for s in r.times.words]
-                entry["tokens"] = [[s.label, s.start, s.end] for s in r.times.tokens]
+                entry["words"] = _spans(r.times.words)
+                entry["tokens"] = _spans(r.times.tokens)
                 if r.times.written:
-                    entry["written"] = [[s.label, s.start, s.end] for s in r.times.written]
+                    entry["written"] = _spans(r.times.written)
                 if r.times.mismatch is not None:
                     entry["mismatch"] = {
                         "skipped": [[w.label, w.index, w.at] for w in r.times.mismatch.skipped],
-                        "untranscribed": [[s.label, s.start, s.end] for s in r.times.mismatch.untranscribed]}
+                        "untranscribed": _spans(r.times.mismatch.untranscribed)}
             entries.append(entry)
         for entry, offset in zip(entries, self._write(entries)):
             self._record(entry, offset)

@@ -8,7 +8,7 @@ import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from fsalign.aligning.aligner import align_cuts
 from fsalign.aligning.batches import shard_range
@@ -88,6 +88,10 @@ class RunSummary:
       aligned_s: seconds of audio aligned.
       failed: ``[cut id, reason]`` of the others, in manifest order.
       failed_path: ``OUT.failed.tsv`` (exists only if ``failed``).
+      mean_confidence: the mean confidence of the aligned words (:mod:`fsalign.results.confidence`);
+        None if no word has one.
+      low_confidence: how many aligned words have a confidence below
+        :data:`~fsalign.results.confidence.LOW_CONFIDENCE`.
     """
 
     utterances: List[str]
@@ -95,6 +99,8 @@ class RunSummary:
     aligned_s: Seconds
     failed: List[List[str]]
     failed_path: Path
+    mean_confidence: Optional[float] = None
+    low_confidence: int = 0
 
 
 def _tally(ids: List[str], journal: Journal):
@@ -157,6 +163,7 @@ def align_to_output(aligner, cuts, cut_ids: List[str], journal: Journal, output:
         if missing:
             raise RuntimeError(f"{len(missing)} cuts were not aligned, e.g. {missing[:3]}")
         aligned, aligned_s, failed = _tally(ids, journal)
+        total, words, low = (sum(x) for x in zip(*[journal.confidences[x] for x in ids])) if ids else (0.0, 0, 0)
         listed = failed_path(output)
         write_failed(listed, failed)
         if aligned or not ids:
@@ -167,4 +174,4 @@ def align_to_output(aligner, cuts, cut_ids: List[str], journal: Journal, output:
     finally:
         if not journal.file.closed:
             journal.close()
-    return RunSummary(ids, aligned, aligned_s, failed, listed)
+    return RunSummary(ids, aligned, aligned_s, failed, listed, total / words if words else None, low)

@@ -132,7 +132,10 @@ def align(checkpoint, cuts_path, output, scores, level, boundaries, topology, pr
     too short for the transcript, NaN scores) are skipped and listed with the reason in
     OUT.failed.tsv. With --allow-mismatch, transcript words that were not spoken are
     skipped and marked (CTM ';; skipped' lines, TextGrid tier 'skipped', cuts
-    custom['skipped_words']), untranscribed speech is marked too. Results go to
+    custom['skipped_words']), untranscribed speech is marked too. Every word and token
+    gets a confidence in [0, 1], the mean frame posterior of its aligned tokens (CTM 6th
+    column, TextGrid tier 'confidence', cuts AlignmentItem.score); the summary line gives
+    the mean and the number of words below 0.5, which are worth a look. Results go to
     OUT.journal.jsonl as they come: re-running the same command after an interruption
     continues where it stopped. Exit status 0 if any
     utterance was aligned, 1 (with the reason) if none was or an input is unusable.
@@ -146,6 +149,7 @@ def align(checkpoint, cuts_path, output, scores, level, boundaries, topology, pr
     from fsalign.aligning.run import align_to_output, read_cut_ids
     from fsalign.checkpoint import load_checkpoint
     from fsalign.errors import FsalignError
+    from fsalign.results.confidence import LOW_CONFIDENCE
     from fsalign.util import check_output_path
 
     try:
@@ -202,8 +206,12 @@ def align(checkpoint, cuts_path, output, scores, level, boundaries, topology, pr
     what = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))
     failures = f"; {len(summary.failed)} failed ({what}), listed in {summary.failed_path}" if summary.failed else ""
     shard_note = f" (shard {i}/{n})" if n > 1 else ""
+    confidence = ""
+    if summary.mean_confidence is not None:
+        confidence = (f"; mean word confidence {summary.mean_confidence:.3f}, {summary.low_confidence} words below "
+                      f"{LOW_CONFIDENCE:g}")
     line = (f"aligned {summary.aligned} of {len(summary.utterances)} utterances{shard_note}, "
-            f"{summary.aligned_s:.1f} s of audio{failures}")
+            f"{summary.aligned_s:.1f} s of audio{confidence}{failures}")
     if summary.utterances and not summary.aligned:
         _fail(f"no utterance aligned: {line}")
     if not summary.utterances:

@@ -11,6 +11,7 @@ from fsalign.results.alignment import (
     spans_from_path,
 )
 from fsalign.results.compare import AlignmentComparison, SideStats, compare_alignments
+from fsalign.results.confidence import LOW_CONFIDENCE, roc_auc, span_confidences, substitute_words
 from fsalign.results.formats import (
     alignment_format,
     format_ctm,
@@ -33,6 +34,7 @@ from fsalign.results.times import (
 __all__ = [
     "Alignment",
     "AlignmentComparison",
+    "LOW_CONFIDENCE",
     "SILENCE_LABELS",
     "SideStats",
     "TimedSpan",
@@ -50,7 +52,10 @@ __all__ = [
     "read_ctm",
     "read_textgrid",
     "read_utterances",
+    "roc_auc",
+    "span_confidences",
     "spans_from_path",
+    "substitute_words",
     "words_only",
     "write_ctm",
     "write_textgrid",

@@ -3,10 +3,12 @@
 One in-memory form, :class:`UtteranceTimes` (an utterance id, its duration, word and token
 spans in seconds relative to the start of the cut), and a reader and writer per format:
 
-* CTM (``<utt> <channel> <start> <duration> <label>``, NIST), one level (words or tokens)
-  per file, times with millisecond resolution;
+* CTM (``<utt> <channel> <start> <duration> <label> [<confidence>]``, NIST), one level (words or
+  tokens) per file, times with millisecond resolution, the confidence (the 6th column) where known;
 * a folder of Praat TextGrids (``<utt>.TextGrid``, tiers ``"words"`` and ``"tokens"``,
-  written with praatio; gaps filled with empty intervals as Praat expects);
+  written with praatio; gaps filled with empty intervals as Praat expects), and where the words'
+  confidences are known a tier :data:`CONFIDENCE_TIER` with the intervals of the words tier,
+  each labelled with its word's confidence (``0.9731``);
 * LibriSpeech alignments (``*.alignment.txt``, the CorentinJ/librispeech-alignments format
   that ``lhotse.recipes.prepare_librispeech`` reads), read only;
 * lhotse cuts (``.jsonl.gz``) whose supervisions carry ``alignment["word"]`` and
@@ -28,12 +30,14 @@ Readers drop silence: intervals with an empty label or one of :data:`SILENCE_LAB
 a hypothesis compare words only. Writers are deterministic (identical input, byte-identical
 file) and replace a final file atomically (temporary file in the same folder + ``os.replace``).
 """
+import dataclasses
 import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
 from fsalign.errors import FsalignError
+from fsalign.results.confidence import CONFIDENCE_DIGITS
 from fsalign.results.manifests import (
     cut_with_alignment,
     read_cut_alignments,
@@ -65,12 +69,15 @@ __all__ = [
     "read_utterances",
     "alignment_format",
     "MISMATCH_TIERS",
+    "CONFIDENCE_TIER",
 ]
 
 
 _TEXTGRID_TIERS = {"word": ("words",), "token": ("tokens", "phones")}
 MISMATCH_TIERS = ("untranscribed", "skipped")
 """The TextGrid tiers of an alignment that allowed a mismatching transcript (interval tier, point tier)."""
+CONFIDENCE_TIER = "confidence"
+"""The TextGrid tier of the words' confidences (an interval tier mirroring the words tier)."""
 _TEXTGRID_DIGITS = 6  # TextGrid times: microseconds (frame times are multiples of 10 ms)
 
 
@@ -83,10 +90,11 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def format_ctm(utt: UtteranceTimes, level: str = "word") -> str:
-    """CTM lines of one utterance: ``<utt> <channel> <start> <duration> <label>`` per span.
+    """CTM lines of one utterance: ``<utt> <channel> <start> <duration> <label> [<confidence>]`` per span.
 
     Start and end are rounded to milliseconds first and the duration is their difference,
-    so ``start + duration`` reproduces the rounded end exactly.
+    so ``start + duration`` reproduces the rounded end exactly. The confidence column is written
+    for a span whose ``score`` is known (:data:`~fsalign.results.confidence.CONFIDENCE_DIGITS` decimals).
 
     Args:
       utt: the utterance.
@@ -104,7 +112,8 @@ def format_ctm(utt: UtteranceTimes, level: str = "word") -> str:
         while notes and notes[0][0] <= span.start:
             lines.append(notes.pop(0)[1])
         start, end = round(span.start, 3), round(span.end, 3)
-        lines.append(f"{utt.utt_id} {utt.channel} {start:.3f} {end - start:.3f} {span.label}\n")
+        score = "" if span.score is None else f" {span.score:.{CONFIDENCE_DIGITS}f}"
+        lines.append(f"{utt.utt_id} {utt.channel} {start:.3f} {end - start:.3f} {span.label}{score}\n")
     return "".join(lines + [line for _, line in notes])
 
 
@@ -127,8 +136,9 @@ def write_ctm(utts: Iterable[UtteranceTimes], path: Pathlike, level: str = "word
 def read_ctm(path: Pathlike) -> Dict[str, List[TimedSpan]]:
     """Spans per utterance of a CTM file, silence dropped, in time order.
 
-    Lines have 5 or more columns (a 6th, the confidence, is ignored); empty lines and
-    ``;;`` comments are skipped.
+    Lines have 5 or more columns; a 6th, the confidence, becomes the span's ``score`` when it is a
+    finite number (other tools' CTMs may put something else there: then the score is None); empty
+    lines and ``;;`` comments are skipped.
 
     Raises:
       FsalignError: the file is missing or a line is malformed (file and line number named).
@@ -151,8 +161,18 @@ def read_ctm(path: Pathlike) -> Dict[str, List[TimedSpan]]:
             except ValueError as e:
                 raise FsalignError(f"{path}:{number}: not a CTM line "
                                    f"('<utt> <channel> <start> <duration> <label>'): {e}: {line.strip()!r}") from None
-            spans[fields[0]].append(TimedSpan(fields[4], start, round(start + duration, _TEXTGRID_DIGITS)))
+            score = _number(fields[5]) if len(fields) > 5 else None
+            spans[fields[0]].append(TimedSpan(fields[4], start, round(start + duration, _TEXTGRID_DIGITS), score))
     return {utt: words_only(s) for utt, s in spans.items()}
+
+
+def _number(text: str) -> Optional[float]:
+    """``float(text)`` if it is a finite number, else None."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 # --- TextGrid ----------------------------------------------------------------------------
@@ -174,10 +194,12 @@ def write_textgrid(utt: UtteranceTimes, path: Pathlike, token_tier: str = "token
     """Writes one Praat TextGrid (long format) with interval tiers "words" and ``token_tier``.
 
     The words tier holds the words as written where the utterance has them
-    (``UtteranceTimes.written``), else its words; an utterance with ``mismatch`` adds the tiers
-    :data:`MISMATCH_TIERS` (module docstring). The grid spans [0, duration] (or [0, last end]
-    without a duration); the gaps between spans are filled with empty intervals (praatio
-    ``includeBlankSpaces``), as Praat needs: silence is an empty interval.
+    (``UtteranceTimes.written``), else its words; where they have confidences, the tier
+    :data:`CONFIDENCE_TIER` holds them (the same intervals, labelled with the confidence); an
+    utterance with ``mismatch`` adds the tiers :data:`MISMATCH_TIERS` (module docstring). The grid
+    spans [0, duration] (or [0, last end] without a duration); the gaps between spans are filled
+    with empty intervals (praatio ``includeBlankSpaces``), as Praat needs: silence is an empty
+    interval.
 
     Args:
       utt: the utterance; times are rounded to microseconds.
@@ -208,6 +230,9 @@ def write_recording_textgrid(path: Pathlike, name: str, duration: Optional[Secon
     words = [s for u in utterances for s in (u.written or u.words)]
     tokens = [s for u in utterances for s in u.tokens]
     tiers = {"words": _tier_entries(words, name, "words"), token_tier: _tier_entries(tokens, name, token_tier)}
+    scored = [dataclasses.replace(s, label=f"{s.score:.{CONFIDENCE_DIGITS}f}") for s in words if s.score is not None]
+    if scored:
+        tiers[CONFIDENCE_TIER] = _tier_entries(scored, name, CONFIDENCE_TIER)
     mismatch = [u.mismatch for u in utterances if u.mismatch is not None]
     if mismatch:
         garbage = [s for m in mismatch for s in m.untranscribed]
@@ -268,6 +293,9 @@ def read_textgrid(path: Pathlike, tier: str = "words") -> List[TimedSpan]:
 def _read_textgrid_utterance(path: Path) -> UtteranceTimes:
     grid = _open_textgrid(path)
     words = _read_tier(grid, path, _TEXTGRID_TIERS["word"])
+    if CONFIDENCE_TIER in grid.tierNames:
+        scores = {(s.start, s.end): _number(s.label) for s in _read_tier(grid, path, (CONFIDENCE_TIER,))}
+        words = [dataclasses.replace(w, score=scores.get((w.start, w.end))) for w in words]
     tokens = []
     if any(name in grid.tierNames for name in _TEXTGRID_TIERS["token"]):
         tokens = _read_tier(grid, path, _TEXTGRID_TIERS["token"])
@@ -308,7 +336,8 @@ def read_utterances(path: Pathlike, level: str = "word") -> Dict[str, UtteranceT
 
     A CTM holds one level: its spans become ``words`` (``level="word"``) or ``tokens``
     (``level="token"``), and ``duration`` is None. TextGrids give their ``xmax`` as the
-    duration and the tier "tokens" (or "phones") as tokens; cuts their duration and
+    duration, the tier "tokens" (or "phones") as tokens and the tier :data:`CONFIDENCE_TIER` as the
+    words' scores; CTMs their 6th column as scores; cuts their duration, the items' scores and
     ``alignment["token"]`` (or "phone"); LibriSpeech alignments the last entry's end
     (their entries tile the utterance) and no tokens.
 

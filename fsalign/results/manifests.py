@@ -28,15 +28,16 @@ def _alignment_items(spans: List[TimedSpan], offset: Seconds) -> list:
     from lhotse.supervision import AlignmentItem
 
     return [AlignmentItem(symbol=s.label, start=round(offset + s.start, LHOTSE_DIGITS),
-                          duration=round(s.end - s.start, LHOTSE_DIGITS)) for s in spans]
+                          duration=round(s.end - s.start, LHOTSE_DIGITS), score=s.score) for s in spans]
 
 
 def cut_with_alignment(cut, utt: UtteranceTimes):
     """A copy of ``cut`` whose supervisions carry ``alignment["word"]`` and ``alignment["token"]``.
 
-    Items are :class:`lhotse.supervision.AlignmentItem` ``(symbol, start, duration)`` with
+    Items are :class:`lhotse.supervision.AlignmentItem` ``(symbol, start, duration, score)`` with
     ``start`` relative to the recording (``cut.start + span.start``), as lhotse stores them
-    (:func:`cut_spans` converts back). With several supervisions, each
+    (:func:`cut_spans` converts back), and ``score`` the span's confidence
+    (:mod:`fsalign.results.confidence`; None where unknown). With several supervisions, each
     span goes to the supervision it overlaps most (the first one on a tie). An alignment that
     allowed a mismatching transcript (``utt.mismatch``) also gives ``alignment["untranscribed"]``
     (its garbage spans, symbol ``<unk>``) and ``cut.custom["skipped_words"]``, a list of
@@ -79,7 +80,7 @@ def cut_with_alignment(cut, utt: UtteranceTimes):
 
 
 def cut_spans(cut, kinds: Sequence[str] = ALIGNMENT_KINDS["word"]) -> Optional[List[TimedSpan]]:
-    """The spans of a cut's ``supervision.alignment[kind]``, relative to the cut start.
+    """The spans of a cut's ``supervision.alignment[kind]``, relative to the cut start, with their scores.
 
     ``kind`` is the first of ``kinds`` that every supervision has; silence is dropped and the spans
     are in time order. None if no kind is present in every supervision.
@@ -87,8 +88,9 @@ def cut_spans(cut, kinds: Sequence[str] = ALIGNMENT_KINDS["word"]) -> Optional[L
     for kind in kinds:
         if cut.supervisions and all(s.alignment and kind in s.alignment for s in cut.supervisions):
             return words_only(TimedSpan(item.symbol, round(item.start - cut.start, LHOTSE_DIGITS),
-                                   round(item.start - cut.start + item.duration, LHOTSE_DIGITS))
-                         for s in cut.supervisions for item in s.alignment[kind])
+                                        round(item.start - cut.start + item.duration, LHOTSE_DIGITS),
+                                        None if item.score is None else float(item.score))
+                              for s in cut.supervisions for item in s.alignment[kind])
     return None
 
 

@@ -29,11 +29,15 @@ class TimedSpan:
       label: the word or token.
       start: start in seconds, relative to the start of the cut (recording for a whole-recording cut).
       end: end in seconds (exclusive).
+      score: the confidence in [0, 1] (:mod:`fsalign.results.confidence`), None where unknown (a
+        reference, a format without it). Part of equality: a span read back from a format that
+        stores it equals the span written.
     """
 
     label: str
     start: Seconds
     end: Seconds
+    score: Optional[float] = None
 
     @property
     def duration(self) -> Seconds:
@@ -99,7 +103,7 @@ class UtteranceTimes:
     def shifted(self, offset: Seconds) -> "UtteranceTimes":
         """The same spans ``offset`` seconds later (e.g. relative to the recording instead of the cut)."""
         def move(spans):
-            return [TimedSpan(s.label, round(s.start + offset, 9), round(s.end + offset, 9)) for s in spans]
+            return [TimedSpan(s.label, round(s.start + offset, 9), round(s.end + offset, 9), s.score) for s in spans]
 
         duration = None if self.duration is None else self.duration + offset
         mismatch = None

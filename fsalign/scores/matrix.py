@@ -27,6 +27,7 @@ from fsalign.engine.scales import Scales
 from fsalign.engine.topology import TrainingGraphs
 from fsalign.engine.viterbi import best_paths
 from fsalign.results.alignment import Alignment, frame_time_offset
+from fsalign.results.confidence import label_probabilities
 from fsalign.util import Seconds, valid_frame_mask
 
 __all__ = ["ScoreMatrix"]
@@ -51,6 +52,9 @@ class ScoreMatrix:
       name: what the scores are, for plots and messages (e.g. "log posterior", "GradScoreExt").
       engine: which engine sums and aligns (:data:`fsalign.engine.chain.ENGINES`): "auto" (the
         exact chain kernels for the built-in topologies, k2 otherwise), "chain" or "k2".
+      blank_penalty: ``(column, penalty)`` the scorer added to a column of the model's log
+        posteriors before renormalising (:func:`fsalign.scores.posterior.apply_blank_penalty`), so
+        that :meth:`frame_confidences` can give the model's own posteriors; None: none.
     """
 
     scores: torch.Tensor
@@ -62,6 +66,7 @@ class ScoreMatrix:
     tokens: Optional[List[List[int]]] = None
     name: str = "scores"
     engine: str = "auto"
+    blank_penalty: Optional[Tuple[int, float]] = None
 
     @classmethod
     def from_posteriors(cls, log_probs: torch.Tensor, lengths: torch.Tensor, graphs: TrainingGraphs,
@@ -171,6 +176,40 @@ class ScoreMatrix:
         if self.tokens is not None:
             return list(self.tokens[b])
         return [t for w in self.graphs.transcripts[b] for t in w]
+
+    def distribution_columns(self, b: int) -> int:
+        """K: the leading columns of utterance ``b`` that a frame's probability is normalised over.
+
+        Gradient scores: the blank and the utterance's own transcript positions; posteriors: the
+        model's columns (every column but the garbage column of a topology allowing mismatch,
+        :class:`~fsalign.engine.mismatch.MismatchTopology`, which is the last).
+        """
+        if self.tokens is not None:
+            return min(len(self.tokens[b]) + 1, int(self.scores.shape[2]))
+        garbage = getattr(self.graphs.topology, "garbage", None)
+        return int(self.scores.shape[2]) if garbage is None else int(garbage)
+
+    def frame_confidences(self, b: int, labels: torch.Tensor) -> torch.Tensor:
+        """The frame probability of every frame's label (:mod:`fsalign.results.confidence`).
+
+        ``softmax`` over the :meth:`distribution_columns` of frame ``t`` of utterance ``b`` (the
+        blank penalty taken out again), at ``labels[t]``; a label outside them (garbage) gets NaN.
+
+        Args:
+          b: the utterance.
+          labels: LongTensor of shape (T_b,), e.g. ``Alignment.labels``.
+
+        Returns:
+          Tensor of shape (T_b,), float64.
+        """
+        K = self.distribution_columns(b)
+        scores = self.scores[b, : int(self.lengths[b]), :K]
+        if self.blank_penalty is not None and self.blank_penalty[1] and self.blank_penalty[0] < K:
+            column, penalty = self.blank_penalty
+            shift = torch.zeros(K, dtype=scores.dtype, device=scores.device)
+            shift[column] = penalty
+            scores = scores - shift
+        return label_probabilities(scores, labels)
 
     def select(self, indices: Sequence[int]) -> "ScoreMatrix":
         """The utterances ``indices`` only (frames trimmed to the longest of them)."""

@@ -153,4 +153,7 @@ class PosteriorScorer:
             log_probs, scales = with_garbage_column(log_probs, scales, self.topology.non_token_labels,
                                                     self.mismatch.garbage_score)
         graphs = self.graph_topology.compile(transcripts, device=log_probs.device)
-        return ScoreMatrix.from_posteriors(log_probs, lengths, graphs, scales, self.frame_shift_s, self.subsampling)
+        matrix = ScoreMatrix.from_posteriors(log_probs, lengths, graphs, scales, self.frame_shift_s, self.subsampling)
+        if self.blank_penalty:
+            matrix.blank_penalty = (int(self.model.blank), self.blank_penalty)
+        return matrix

@@ -88,13 +88,15 @@ def _align(ckpt, cuts, output, *extra, expect=0):
     return result
 
 
-def _ctm(path):
-    """utt -> [(label, start, end)], parsed with a plain split (independent of fsalign.results.formats)."""
+def _ctm(path, confidence=False):
+    """utt -> [(label, start, end)] (and the confidence column with ``confidence``), parsed with a plain split
+    (independent of fsalign.results.formats)."""
     out = {}
     for line in Path(path).read_text().splitlines():
-        utt, channel, start, duration, label = line.split()
+        utt, channel, start, duration, label, score = line.split()
         assert channel == "1"
-        out.setdefault(utt, []).append((label, float(start), round(float(start) + float(duration), 3)))
+        entry = (label, float(start), round(float(start) + float(duration), 3))
+        out.setdefault(utt, []).append(entry + (float(score),) if confidence else entry)
     return out
 
 
@@ -137,21 +139,31 @@ def test_ctm_words_follow_tokens_and_match_engine(setup, tmp_path):
     expected = [(round(max(s * 0.04 - 0.015, 0), 3), round(min(e * 0.04 - 0.015, cut.duration), 3)) for s, e in
                 ((w.start, w.end) for w in ali.words)]
     assert [(s, e) for _, s, e in words[cut.id]] == expected
+    # confidence column: the mean posterior of the aligned column over the word's non-blank frames
+    posteriors = log_probs[0].exp()
+    labels = ali.labels.tolist()
+    by_hand = []
+    for w in ali.words:
+        frames = [t for t in range(w.start, w.end) if labels[t] != 0]
+        by_hand.append(sum(float(posteriors[t, labels[t]]) for t in frames) / len(frames))
+    assert [c for *_, c in _ctm(tmp_path / "w.ctm", confidence=True)[cut.id]] == pytest.approx(by_hand, abs=6e-5)
 
 
 def test_textgrid_folder_read_by_praatio(setup, tmp_path):
     root, ckpt, cuts = setup
     _align(ckpt, cuts, tmp_path / "w.ctm")
     _align(ckpt, cuts, tmp_path / "grids")
-    words = _ctm(tmp_path / "w.ctm")
+    words, scored_words = _ctm(tmp_path / "w.ctm"), _ctm(tmp_path / "w.ctm", confidence=True)
     durations = {c.id: c.duration for c in CutSet.from_file(cuts)}
     assert sorted(p.stem for p in (tmp_path / "grids").glob("*.TextGrid")) == sorted(words)
     for utt, spans in words.items():
         grid = textgrid.openTextgrid(str(tmp_path / "grids" / f"{utt}.TextGrid"), includeEmptyIntervals=False)
-        assert set(grid.tierNames) == {"words", "tokens"}
+        assert set(grid.tierNames) == {"words", "tokens", "confidence"}
         assert grid.maxTimestamp == pytest.approx(durations[utt])
         got = [(label, round(start, 3), round(end, 3)) for start, end, label in grid.getTier("words").entries]
         assert got == spans
+        scored = [(round(start, 3), round(end, 3), float(c)) for start, end, c in grid.getTier("confidence").entries]
+        assert scored == [(s, e, c) for _, s, e, c in scored_words[utt]]
         assert "".join(e.label for e in grid.getTier("tokens").entries) == "".join(w for w, _, _ in spans)
 
 
@@ -159,7 +171,7 @@ def test_cuts_output_loaded_by_lhotse(setup, tmp_path):
     root, ckpt, cuts = setup
     _align(ckpt, cuts, tmp_path / "w.ctm")
     _align(ckpt, cuts, tmp_path / "out.jsonl.gz")
-    words = _ctm(tmp_path / "w.ctm")
+    words, scored = _ctm(tmp_path / "w.ctm"), _ctm(tmp_path / "w.ctm", confidence=True)
     out = CutSet.from_file(tmp_path / "out.jsonl.gz")
     original = {c.id: c for c in CutSet.from_file(cuts)}
     assert [c.id for c in out] == list(original)
@@ -168,6 +180,7 @@ def test_cuts_output_loaded_by_lhotse(setup, tmp_path):
         assert sup.text == original[cut.id].supervisions[0].text
         got = [(i.symbol, round(i.start, 3), round(i.start + i.duration, 3)) for i in sup.alignment["word"]]
         assert got == words[cut.id]
+        assert [i.score for i in sup.alignment["word"]] == [c for *_, c in scored[cut.id]]
         assert "".join(i.symbol for i in sup.alignment["token"]) == "".join(w for w, _, _ in got)
         assert cut.recording.id == original[cut.id].recording.id
     with gzip.open(tmp_path / "out.jsonl.gz", "rb") as f:  # one JSON line per cut
@@ -247,6 +260,9 @@ def test_bad_inputs_reported_while_others_align(setup, bad_cuts, tmp_path):
     assert reasons["bad-short"].startswith("too short: 5 frames")
     assert reasons["bad-nan"].startswith("NaN scores")
     assert "aligned 4 of 8 utterances" in result.output and "4 failed" in result.output
+    scores = [c for spans in _ctm(tmp_path / "out.ctm", confidence=True).values() for *_, c in spans]
+    low = sum(c < 0.5 for c in scores)
+    assert f"mean word confidence {sum(scores) / len(scores):.3f}, {low} words below 0.5" in result.output
     assert not journal_path(tmp_path / "out.ctm").exists()
 
 
@@ -352,6 +368,10 @@ def test_kill_and_resume_is_byte_identical(setup, monkeypatch, tmp_path):
     assert len(aligned) <= N_CUTS - entries + 1  # at most the batch being written when killed is redone
     assert out.read_bytes() == (tmp_path / "full.jsonl.gz").read_bytes()
     assert not journal.exists()
+    # the confidences went through the journal: every word and token of the resumed output has one
+    items = [i for c in CutSet.from_file(out) for s in c.supervisions for k in ("word", "token")
+             for i in s.alignment[k]]
+    assert items and all(i.score is not None and 0 <= i.score <= 1 for i in items)
 
 
 def test_journal_of_other_settings_is_refused_unless_restart(setup, tmp_path):

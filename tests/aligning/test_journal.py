@@ -18,8 +18,8 @@ def _aligned(cut_id, duration, words, tokens):
 
 
 RESULTS = [
-    _aligned("u1", 1.5, [("HELLO", 0.12, 0.48), ("WORLD", 0.56, 1.0)],
-             [("H", 0.12, 0.2), ("ELLO", 0.2, 0.48), ("WORLD", 0.56, 1.0)]),
+    _aligned("u1", 1.5, [("HELLO", 0.12, 0.48, 0.9731), ("WORLD", 0.56, 1.0, 0.0457)],
+             [("H", 0.12, 0.2, 1.0), ("ELLO", 0.2, 0.48, 0.1), ("WORLD", 0.56, 1.0, 0.0457)]),  # with confidences
     AlignResult("u2", 0.3, error="infeasible: 3 frames given, 7 needed"),
     _aligned("u3", 2.25, [("ÉTÉ", 0.0, 2.25)], [("É", 0.0, 1.0), ("T", 1.0, 1.5), ("É", 1.5, 2.25)]),
     _aligned("u4", 0.5, [], []),  # aligned, no words
@@ -43,7 +43,7 @@ def test_new_journal_holds_the_header_line(tmp_path):
     j.close()
     lines = _lines(path)
     assert lines[-1] == b"" and len(lines) == 2
-    assert json.loads(lines[0]) == {"fsalign_align_journal": 1, **HEADER}
+    assert json.loads(lines[0]) == {"fsalign_align_journal": 2, **HEADER}
 
 
 def test_append_and_get_round_trip(journal):
@@ -54,6 +54,10 @@ def test_append_and_get_round_trip(journal):
     assert journal.get("u2").times is None
     assert journal.outcomes == {"u1": (1.5, None), "u2": (0.3, "infeasible: 3 frames given, 7 needed"),
                                 "u3": (2.25, None), "u4": (0.5, None)}
+    assert [w.score for w in journal.get("u1").times.words] == [0.9731, 0.0457]
+    assert journal.get("u3").times.words[0].score is None
+    # (sum of the word confidences, words with one, words below 0.5)
+    assert journal.confidences == {"u1": (0.9731 + 0.0457, 2, 1), "u2": (0, 0, 0), "u3": (0, 0, 0), "u4": (0, 0, 0)}
     # offsets point at each utterance's own line
     data = journal.path.read_bytes()
     header_end = data.index(b"\n") + 1
@@ -126,7 +130,7 @@ def test_other_settings_are_refused_unless_restarting(journal):
     fresh = Journal(journal.path, other, restart=True)
     try:
         assert fresh.offsets == {} and fresh.outcomes == {}
-        assert [json.loads(x) for x in _lines(journal.path)[:-1]] == [{"fsalign_align_journal": 1, **other}]
+        assert [json.loads(x) for x in _lines(journal.path)[:-1]] == [{"fsalign_align_journal": 2, **other}]
     finally:
         fresh.close()
 
@@ -171,3 +175,11 @@ def test_journal_header_records_file_identity(tmp_path):
     for changed in (touched, grown):
         with pytest.raises(FsalignError, match="other settings or inputs"):
             Journal(tmp_path / "j.jsonl", changed)
+
+
+def test_a_journal_of_the_version_without_confidences_is_refused(tmp_path):
+    path = tmp_path / "old.jsonl"
+    path.write_text(json.dumps({"fsalign_align_journal": 1, **HEADER}) + "\n"
+                    + json.dumps({"id": "u1", "duration": 1.0, "words": [["A", 0.0, 1.0]], "tokens": []}) + "\n")
+    with pytest.raises(FsalignError, match="other settings"):
+        Journal(path, HEADER)

@@ -14,8 +14,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from lhotse import CutSet, Features
-from lhotse.features.io import NumpyFilesWriter
+from lhotse import CutSet
 from lhotse.utils import fastcopy
 from praatio import textgrid
 
@@ -31,7 +30,7 @@ from fsalign.engine.mismatch import MismatchOptions
 from fsalign.errors import FsalignError
 from fsalign.results.formats import read_ctm, read_utterances
 from fsalign.scores.posterior import PosteriorScorer
-from tests.align_fixtures import OracleModel, make_tiny_checkpoint, make_tiny_cuts, oracle_features
+from tests.align_fixtures import OracleModel, make_tiny_checkpoint, make_tiny_cuts, with_oracle_features
 
 N = 6
 # per utterance: (spoken word indices deleted from the transcript, [(position in the edited transcript, word)])
@@ -56,21 +55,15 @@ def _edited(words, deleted, inserted):
 @pytest.fixture(scope="module")
 def oracle(tmp_path_factory):
     root = tmp_path_factory.mktemp("mismatch")
-    rng = np.random.default_rng(0)
     clean, edited, plans = [], [], {}
-    with NumpyFilesWriter(root / "feats") as writer:
-        for cut, (deleted, inserted) in zip(CutSet.from_file(make_tiny_cuts(root, N)), EDITS):
-            words = cut.supervisions[0].alignment["word"]  # the reference times
-            feats = oracle_features(cut, words, rng)
-            cut.features = Features(type="oracle", num_frames=feats.shape[0], num_features=80, frame_shift=0.01,
-                                    sampling_rate=16000, start=0.0, duration=cut.duration, storage_type=writer.name,
-                                    storage_path=str(root / "feats"), storage_key=writer.write(cut.id, feats))
-            spoken = [w.symbol for w in words]
-            plan = _edited(spoken, set(deleted), inserted)
-            plans[cut.id] = (plan, [(w.start, w.start + w.duration) for w in words])
-            clean.append(fastcopy(cut, supervisions=[fastcopy(cut.supervisions[0], text=" ".join(spoken))]))
-            edited.append(fastcopy(cut, supervisions=[fastcopy(cut.supervisions[0],
-                                                               text=" ".join(w for w, _ in plan))]))
+    cuts = with_oracle_features(CutSet.from_file(make_tiny_cuts(root, N)), root / "feats")
+    for cut, (deleted, inserted) in zip(cuts, EDITS):
+        words = cut.supervisions[0].alignment["word"]  # the reference times
+        spoken = [w.symbol for w in words]
+        plan = _edited(spoken, set(deleted), inserted)
+        plans[cut.id] = (plan, [(w.start, w.start + w.duration) for w in words])
+        clean.append(fastcopy(cut, supervisions=[fastcopy(cut.supervisions[0], text=" ".join(spoken))]))
+        edited.append(fastcopy(cut, supervisions=[fastcopy(cut.supervisions[0], text=" ".join(w for w, _ in plan))]))
     return root, CutSet.from_cuts(clean), CutSet.from_cuts(edited), plans
 
 

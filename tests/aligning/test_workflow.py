@@ -79,6 +79,17 @@ def test_align_only_writes_a_textgrid_per_audio_file_mirroring_the_corpus(tiny, 
         "Hello,", "world:", "40"]
     report = json.loads((out / "report.json").read_text())
     assert report["aligned"] == len(PICK) and report["layout"] == "mfa"
+    # confidence: the CTM's 6th column, the mean and the low-confidence words in the report
+    scores = [s.score for spans in ctm.values() for s in spans]
+    confidence = report["confidence"]
+    assert confidence["num_words"] == len(scores) and confidence["mean_word"] == round(sum(scores) / len(scores), 4)
+    low = [(w["file"], w["word"]) for w in confidence["low_words"]]
+    assert confidence["num_low"] == len(low) == sum(c < 0.5 for c in scores) and set(confidence["files"]) == {
+        f"{speaker}/{stem}" for speaker, stem in PICK}
+    assert ("3101/3101-31011-0003", "HELLO") in low or ctm["3101-31011-0003"][0].score >= 0.5
+    assert f"word confidence: mean {confidence['mean_word']:.3f}" in (out / "report.txt").read_text()
+    grid = read_utterances(out / "3101")["3101-31011-0003"]  # the confidence tier, read back onto the words tier
+    assert [w.score for w in grid.words] == [s.score for s in spans]
     reasons = {Path(s["path"]).name: s["reason"] for s in report["skipped_files"]}
     assert reasons["orphan.lab"].startswith("transcript without audio")
     assert next(r for n, r in reasons.items() if n.startswith("untranscribed")).startswith("audio without transcript")
