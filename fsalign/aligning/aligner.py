@@ -42,7 +42,7 @@ from fsalign.results.times import UNTRANSCRIBED_LABEL, MismatchTimes, SkippedWor
 from fsalign.scores.gradscore import VARIANTS, GradientScorer, grad_source_weights
 from fsalign.scores.matrix import ScoreMatrix
 from fsalign.scores.posterior import PosteriorScorer
-from fsalign.util import Seconds, check_option, is_finite_number
+from fsalign.util import LongAudio, Seconds, check_option, is_finite_number
 
 __all__ = ["SCORES", "AlignResult", "Aligner", "make_scorer", "align_cuts", "has_decoder", "grad_weights"]
 
@@ -98,7 +98,8 @@ def make_scorer(checkpoint: LoadedCheckpoint, scores: str = "posterior", topolog
                 transition_scale: Optional[float] = None, grad_p: float = 0.1, grad_chunk_size: Optional[int] = 32,
                 grad_blank_score: float = -6.0, grad_percentile: float = 60.0, grad_prefix: str = "forward",
                 grad_source: Optional[str] = None, aed_weight: Optional[float] = None,
-                mismatch: Optional[MismatchOptions] = None) -> Union[PosteriorScorer, GradientScorer]:
+                mismatch: Optional[MismatchOptions] = None,
+                long_audio: LongAudio = LongAudio()) -> Union[PosteriorScorer, GradientScorer]:
     """The scorer of a checkpoint, every option checked.
 
     Args:
@@ -120,6 +121,8 @@ def make_scorer(checkpoint: LoadedCheckpoint, scores: str = "posterior", topolog
       aed_weight: λ_AED of "hybrid", in [0, 1] (λ_CTC = 1 − λ_AED; default 0.5).
       mismatch: allow transcripts that do not match the audio exactly (``--allow-mismatch``,
         :class:`~fsalign.engine.mismatch.MismatchOptions`); posterior scores only. None: as they are.
+      long_audio: when a recording is long and how its encoder windows are cut (posterior scores;
+        :class:`~fsalign.util.LongAudio`, docs/long_audio.md).
 
     Raises:
       FsalignError: an option outside its range (named, with the value and the valid range), or
@@ -158,29 +161,37 @@ def make_scorer(checkpoint: LoadedCheckpoint, scores: str = "posterior", topolog
         prior_scale=prior_scale, log_prior=log_prior,
         transition_scale=criterion.get("transition_scale", 1.0) if transition_scale is None else transition_scale,
     )
-    return PosteriorScorer(model, topo, scales, blank_penalty, frame_shift, mismatch)
+    return PosteriorScorer(model, topo, scales, blank_penalty, frame_shift, mismatch, long_audio)
 
 
 class Aligner:
     """Aligns :class:`~fsalign.corpus.cuts.Batch` es with a scorer.
 
+    A long recording (:class:`~fsalign.util.LongAudio`) is aligned with posterior scores only, and
+    without ``mismatch``: gradient scores take one backward pass through the whole encoder per
+    transcript position, and the mismatch graphs run on k2 lattices of the whole recording; such
+    a cut fails as "too long", with the reason.
+
     Args:
       scorer: a :class:`~fsalign.scores.posterior.PosteriorScorer` or
         :class:`~fsalign.scores.gradscore.GradientScorer` (see :func:`make_scorer`).
       tokenizer: the checkpoint's tokenizer (names tokens; loads transcripts).
+      long_audio: when a recording is long; None: the scorer's (or the default).
     """
 
-    def __init__(self, scorer: Union[PosteriorScorer, GradientScorer], tokenizer: Tokenizer):
+    def __init__(self, scorer: Union[PosteriorScorer, GradientScorer], tokenizer: Tokenizer,
+                 long_audio: Optional[LongAudio] = None):
         self.scorer = scorer
         self.tokenizer = tokenizer
+        self.long_audio = long_audio or getattr(scorer, "long_audio", LongAudio())
         self.model = scorer.model
         self.model.eval()
         self.device = next(self.model.parameters()).device
 
     @classmethod
     def from_checkpoint(cls, checkpoint: LoadedCheckpoint, scores: str = "posterior", **options) -> "Aligner":
-        """``Aligner(make_scorer(checkpoint, scores, **options), checkpoint.tokenizer)``."""
-        return cls(make_scorer(checkpoint, scores, **options), checkpoint.tokenizer)
+        """``Aligner(make_scorer(checkpoint, scores, **options), checkpoint.tokenizer, options' long_audio)``."""
+        return cls(make_scorer(checkpoint, scores, **options), checkpoint.tokenizer, options.get("long_audio"))
 
     def settings(self) -> Dict[str, Any]:
         """Everything that determines the alignments (recorded with the results)."""
@@ -194,6 +205,14 @@ class Aligner:
         """
         results = {cut_id: AlignResult(cut_id, duration, error=batch.failed[cut_id])
                    for cut_id, duration in batch.order if cut_id in batch.failed}
+        refused = {b: self.refuse_long(cut_id, d) for b, (cut_id, d) in enumerate(zip(batch.cut_ids, batch.durations))}
+        refused = {b: reason for b, reason in refused.items() if reason is not None}
+        if refused:
+            results.update({batch.cut_ids[b]: AlignResult(batch.cut_ids[b], batch.durations[b], error=reason)
+                            for b, reason in refused.items()})
+            kept = batch.select([b for b in range(len(batch)) if b not in refused])
+            results.update({r.cut_id: r for r in self.align(kept)})
+            return [results[cut_id] for cut_id, _ in batch.order]
         if len(batch):
             try:
                 results.update(self._align(batch))
@@ -206,6 +225,21 @@ class Aligner:
                     for k in range(len(batch)):
                         results.update({r.cut_id: r for r in self.align(batch.select([k]))})
         return [results[cut_id] for cut_id, _ in batch.order]
+
+    def refuse_long(self, cut_id: str, duration: Seconds) -> Optional[str]:
+        """Why this aligner does not align a long recording (a "too long" failure reason), or None."""
+        if not self.long_audio.is_long(duration):
+            return None
+        what = f"cut {cut_id} is {duration:.1f} s long (long recordings: over {self.long_audio.threshold_s:g} s)"
+        if not isinstance(self.scorer, PosteriorScorer):
+            return failure_reason("too long", f"{what}: gradient scores (grad, gradext) need a backward pass through "
+                                              f"the whole encoder per transcript position; align it with --scores "
+                                              f"posterior (windowed encoder)")
+        if self.scorer.mismatch is not None:
+            return failure_reason("too long", f"{what}: --allow-mismatch aligns on a k2 lattice of the whole "
+                                              f"recording, which does not fit in memory; align it without "
+                                              f"--allow-mismatch or cut it into shorter segments")
+        return None
 
     def score(self, batch: Batch) -> ScoreMatrix:
         """The score matrix of a batch (on the model's device)."""
@@ -296,7 +330,8 @@ def align_cuts(aligner: Aligner, cuts: Union[CutSet, Iterable[Cut]], max_duratio
     """Aligns every cut of ``shard`` not in ``done``, batch by batch.
 
     Batches are those of :func:`~fsalign.aligning.batches.plan_batches` over
-    :func:`~fsalign.aligning.batches.shard_windows`, whatever ``done`` holds: a batch with
+    :func:`~fsalign.aligning.batches.shard_windows` (a long recording of ``aligner.long_audio``
+    alone in its batch), whatever ``done`` holds: a batch with
     some cuts done is recomputed whole (the same batch as before, so the same numbers) and
     only its new cuts are yielded.
 
@@ -316,7 +351,8 @@ def align_cuts(aligner: Aligner, cuts: Union[CutSet, Iterable[Cut]], max_duratio
       duration), cuts in ``done`` left out.
     """
     done = set() if done is None else set(done)
-    plan = _Plan(plan_batches(shard_windows(cuts, window, shard, num_cuts), max_duration), done)
+    plan = _Plan(plan_batches(shard_windows(cuts, window, shard, num_cuts), max_duration,
+                              aligner.long_audio.threshold_s), done)
     loader = torch.utils.data.DataLoader(
         CutDataset(aligner.tokenizer, extractor, on_error="report", sort=False), sampler=plan, batch_size=None,
         num_workers=num_workers, pin_memory=aligner.device.type == "cuda",

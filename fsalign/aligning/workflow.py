@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional
 from fsalign.aligning import corpus_stages as stages
 from fsalign.aligning.corpus_stages import default_epochs
 from fsalign.errors import FsalignError
-from fsalign.util import atomic_open, check_option, check_output_path, is_positive_int
+from fsalign.util import LongAudio, atomic_open, check_option, check_output_path, is_finite_number, is_positive_int
 
 __all__ = ["UNITS", "CorpusJob", "align_corpus", "default_epochs"]
 
@@ -68,6 +68,9 @@ class CorpusJob:
       allow_mismatch: transcripts may not match the audio exactly (:mod:`fsalign.engine.mismatch`, default
         penalties): untranscribed speech is given to garbage, transcript words that were not spoken are
         skipped, and the outputs and the report mark both. Training uses the transcripts as they are.
+      long_threshold: seconds above which a recording is long (:class:`~fsalign.util.LongAudio`): its
+        features are computed while aligning, it is not trained on, and it is aligned alone with the
+        windowed encoder and the bounded-memory Viterbi.
     """
 
     corpus: Path
@@ -87,6 +90,12 @@ class CorpusJob:
     grad_source: Optional[str] = None
     aed_weight: Optional[float] = None
     allow_mismatch: bool = False
+    long_threshold: float = 60.0
+
+    @property
+    def long_audio(self) -> LongAudio:
+        """The :class:`~fsalign.util.LongAudio` of ``long_threshold``."""
+        return LongAudio(threshold_s=self.long_threshold)
 
     def check(self) -> None:
         """Validates every option before any work, with one line naming the option and the value.
@@ -112,6 +121,8 @@ class CorpusJob:
         check_option("--allow-mismatch", self.allow_mismatch, isinstance(self.allow_mismatch, bool), "True or False")
         if self.allow_mismatch and self.scores != "posterior":
             raise FsalignError(MISMATCH_NEEDS_POSTERIOR)
+        check_option("--long-threshold", self.long_threshold,
+                     is_finite_number(self.long_threshold) and self.long_threshold > 0, "a number of seconds > 0")
         if self.checkpoint is not None:
             from fsalign.checkpoint import load_checkpoint
 
@@ -140,6 +151,8 @@ class CorpusJob:
                 del d[k]
         if not self.allow_mismatch:
             del d["allow_mismatch"]  # the settings of runs from before the option
+        if self.long_threshold == LongAudio().threshold_s:
+            del d["long_threshold"]
         d["corpus"] = str(Path(self.corpus).resolve())
         if self.checkpoint is not None:
             stat = Path(self.checkpoint).stat()
