@@ -122,3 +122,17 @@ def test_gradient_scores_refuse_a_long_cut_with_one_line_naming_it(tmp_path):
     result = CliRunner().invoke(main, args + ["--output", str(tmp_path / "p.ctm")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "p.ctm").read_text().count(cut_id) > 3
+
+
+def test_align_corpus_cannot_train_on_long_recordings_only(tmp_path):
+    from fsalign.aligning.workflow import CorpusJob, align_corpus
+    from fsalign.errors import FsalignError
+
+    cuts = make_tiny_cuts(tmp_path, 2)
+    job = CorpusJob(cuts, tmp_path / "out", unit="char", progress=False, long_threshold=1.0)
+    with pytest.raises(FsalignError, match=r"every recording is longer than 1 s, and a model cannot be trained"):
+        align_corpus(job)
+    stored = CutSet.from_file(tmp_path / "out" / "work" / "cuts_all.jsonl.gz")
+    assert len(stored) == 2 and not any(c.has_features for c in stored)  # computed while aligning
+    with pytest.raises(FsalignError, match="--long-threshold"):
+        CorpusJob(cuts, tmp_path / "other", long_threshold=0).check()
