@@ -131,8 +131,8 @@ def main(argv=None) -> None:
           f"torch {torch.__version__}, {args.threads} thread(s), CPU; "
           f"posterior: {len(cuts)} cuts, {audio:.1f} s; grad: {len(grad_cuts)} cuts, {grad_audio:.1f} s")
     rows = {}
-    posterior = Aligner(checkpoint, "posterior")
-    grad = Aligner(checkpoint, "grad")
+    posterior = Aligner.from_checkpoint(checkpoint, "posterior")
+    grad = Aligner.from_checkpoint(checkpoint, "grad")
     throughput(posterior, CutSet.from_cuts(list(cuts)[:2]), args.batch_duration, 1)  # warm-ups
     throughput(grad, CutSet.from_cuts([min(cuts, key=lambda c: c.duration)]), args.batch_duration, 1)
     rows["posterior", f"batched ({args.batch_duration:g} s)"] = throughput(posterior, cuts, args.batch_duration,

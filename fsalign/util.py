@@ -20,6 +20,7 @@ import math
 import numbers
 import os
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator, Optional, Union
 
@@ -31,6 +32,7 @@ from fsalign.errors import FsalignError
 __all__ = [
     "Seconds",
     "Pathlike",
+    "LongAudio",
     "valid_frame_mask",
     "check_blank",
     "check_option",
@@ -47,6 +49,37 @@ __all__ = [
 
 Seconds = float
 Pathlike = Union[str, Path]
+
+
+@dataclass(frozen=True)
+class LongAudio:
+    """When a recording is long, and how its encoder forward is cut into windows (docs/long_audio.md).
+
+    A cut longer than ``threshold_s`` is aligned in a batch of its own, its features are computed
+    in pieces, and a model that offers a windowed forward (``windowed_log_probs``) encodes it in
+    windows: each keeps ``window_s`` seconds of encoder output and sees ``context_s`` more on
+    either side.
+
+    Attributes:
+      threshold_s: recordings longer than this are long (> 0).
+      window_s: seconds of output each window keeps (> 0).
+      context_s: seconds each window sees before and after what it keeps (>= 0).
+    """
+
+    threshold_s: Seconds = 60.0
+    window_s: Seconds = 30.0
+    context_s: Seconds = 5.0
+
+    def __post_init__(self):
+        for name, low in (("threshold_s", 0.0), ("window_s", 0.0)):
+            value = getattr(self, name)
+            check_option(f"long audio {name}", value, is_finite_number(value) and value > low, "a number > 0")
+        check_option("long audio context_s", self.context_s,
+                     is_finite_number(self.context_s) and self.context_s >= 0, "a number >= 0")
+
+    def is_long(self, duration_s: Seconds) -> bool:
+        """Whether a recording of ``duration_s`` seconds is long."""
+        return duration_s > self.threshold_s
 
 
 def valid_frame_mask(lengths: torch.Tensor, num_frames: int, batch_size: Optional[int] = None) -> torch.Tensor:

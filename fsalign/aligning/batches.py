@@ -77,17 +77,23 @@ def shard_windows(cuts: Iterable[Cut], window: int, shard: Tuple[int, int] = (0,
             yield CutSet.from_cuts(chunk)
 
 
-def plan_batches(windows: Iterable[CutSet], max_duration: Seconds) -> Iterator[CutSet]:
+def plan_batches(windows: Iterable[CutSet], max_duration: Seconds,
+                 long_s: Seconds = math.inf) -> Iterator[CutSet]:
     """Batches of every window, longest cuts first.
 
-    Each window's cuts are sorted by decreasing duration (ties by id), then cut by lhotse's
-    ``SimpleCutSampler`` into batches of at most ``max_duration`` seconds (a longer cut is a batch
-    of its own); ``max_duration=0``: every cut its own batch.
+    Each window's cuts are sorted by decreasing duration (ties by id); a long recording (longer
+    than ``long_s``) is a batch of its own, the others are cut by lhotse's ``SimpleCutSampler``
+    into batches of at most ``max_duration`` seconds (a longer cut is a batch of its own);
+    ``max_duration=0``: every cut its own batch.
     """
     if not max_duration >= 0:
         raise FsalignError(f"batch duration must be >= 0 seconds, got {max_duration}")
     for cuts in windows:
-        ordered = CutSet.from_cuts(sorted(cuts, key=lambda c: (-c.duration, c.id)))
+        ordered = sorted(cuts, key=lambda c: (-c.duration, c.id))
+        yield from (CutSet.from_cuts([cut]) for cut in ordered if cut.duration > long_s)
+        ordered = CutSet.from_cuts([cut for cut in ordered if not cut.duration > long_s])
+        if not len(ordered):
+            continue
         if max_duration == 0:
             yield from (CutSet.from_cuts([cut]) for cut in ordered)
             continue

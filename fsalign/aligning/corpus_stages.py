@@ -104,7 +104,11 @@ def units(job, work: Path, cuts) -> Tuple[Any, Dict[str, List[str]]]:
 
 
 def features(job, work: Path, cuts):
-    """Stage 3: fbank features of every cut (``work/cuts_all.jsonl.gz``, ``work/feats``)."""
+    """Stage 3: fbank features of every cut (``work/cuts_all.jsonl.gz``, ``work/feats``).
+
+    Long recordings (``job.long_audio``) keep no stored features: they are computed a minute at a
+    time when the recording is aligned (:func:`fsalign.corpus.recordings.chunked_features`).
+    """
     from lhotse import CutSet
 
     from fsalign.corpus.prepare import compute_cut_features
@@ -112,10 +116,15 @@ def features(job, work: Path, cuts):
     path = work / "cuts_all.jsonl.gz"
     if path.is_file():
         return CutSet.from_file(path).to_eager()
-    logger.info("computing features of %d utterances", len(cuts))
-    computed = compute_cut_features(cuts, work / "feats", job.num_jobs, progress=job.progress)
-    _write_cuts(computed, path)
-    return computed
+    long_ids = {c.id for c in cuts if job.long_audio.is_long(c.duration)}
+    logger.info("computing features of %d utterances (%d long recordings: while aligning)", len(cuts) - len(long_ids),
+                len(long_ids))
+    short = CutSet.from_cuts(c for c in cuts if c.id not in long_ids)
+    computed = compute_cut_features(short, work / "feats", job.num_jobs, progress=job.progress) if len(short) else short
+    by_id = {c.id: c for c in computed}
+    kept = CutSet.from_cuts(by_id[c.id] if c.id in by_id else c for c in cuts if c.id in by_id or c.id in long_ids)
+    _write_cuts(kept, path)
+    return kept
 
 
 def default_epochs(train_minutes: float) -> int:
@@ -168,6 +177,15 @@ def train(job, work: Path, cuts, tokenizer) -> Tuple[Path, Dict[str, Any]]:
     model, eval_path = job.output / "model", job.output / "model" / "eval.json"
     if eval_path.is_file():
         return model / "best.pt", json.loads(eval_path.read_text())
+    long_ids = [c.id for c in cuts if job.long_audio.is_long(c.duration)]
+    if long_ids:
+        logger.info("%d long recordings (over %g s) are aligned but not trained on", len(long_ids),
+                    job.long_audio.threshold_s)
+        cuts = CutSet.from_cuts(c for c in cuts if not job.long_audio.is_long(c.duration))
+        if not len(cuts):
+            raise FsalignError(f"every recording is longer than {job.long_audio.threshold_s:g} s, and a model cannot "
+                               f"be trained on long recordings: give a trained --checkpoint, or add shorter "
+                               f"utterances (or raise --long-threshold)")
     dev_ids = set(split_dev(cuts.ids))
     train_cuts = CutSet.from_cuts(c for c in cuts if c.id not in dev_ids)
     dev_cuts = CutSet.from_cuts(c for c in cuts if c.id in dev_ids) if dev_ids else train_cuts.subset(first=1)
@@ -192,8 +210,9 @@ def align(job, work: Path, cuts, corpus_cuts, tokenizer, checkpoint: Path) -> Li
     device = job.device or ("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load_checkpoint(checkpoint, device)
     aligner = Aligner(make_scorer(loaded, job.scores, grad_source=job.grad_source, aed_weight=job.aed_weight,
-                                  mismatch=MismatchOptions() if job.allow_mismatch else None),
-                      tokenizer, job.boundaries)
+                                  mismatch=MismatchOptions() if job.allow_mismatch else None,
+                                  long_audio=job.long_audio),
+                      tokenizer, job.boundaries, job.long_audio)
     header = {"checkpoint": str(checkpoint), "size": checkpoint.stat().st_size, **aligner.settings()}
     journal = Journal(work / "align.journal.jsonl", header)
     batch_duration = 0.0 if job.scores != "posterior" and aligner.device.type == "cpu" else 100.0  # as fsalign align
@@ -299,6 +318,11 @@ def report(job, corpus, results: List[AlignResult], oovs: Dict[str, List[str]], 
     if job.allow_mismatch:
         out["mismatch"] = _mismatch_report(corpus, results)
     out["confidence"] = _confidence_report(corpus, results)
+    long = [r.cut_id for r in results if job.long_audio.is_long(r.duration)]
+    if long:
+        out["long_recordings"] = {"threshold_s": job.long_audio.threshold_s, "cuts": long,
+                                  "aligned": sum(1 for r in results if r.cut_id in set(long) and r.error is None),
+                                  "trained_on": False if job.checkpoint is None else None}
     with atomic_open(job.output / "report.txt", "w", encoding="utf-8") as f:
         f.write("\n".join(summary_lines(out)) + "\n")
     with atomic_open(job.output / "report.json", "w", encoding="utf-8") as f:
@@ -335,6 +359,11 @@ def summary_lines(report: Dict[str, Any]) -> List[str]:
         lines.append(f"word confidence: mean {confidence['mean_word']:.3f} over {confidence['num_words']} words, "
                      f"{confidence['num_low']} below {confidence['threshold']:g} (report.json: confidence, low_words); "
                      f"lowest files: " + ", ".join(f"{f} {c:.3f}" for f, c in worst))
+    long = report.get("long_recordings")
+    if long:
+        trained = "; not trained on" if long.get("trained_on") is False else ""
+        lines.append(f"long recordings (over {long['threshold_s']:g} s): {long['aligned']} of {len(long['cuts'])} "
+                     f"aligned with the windowed encoder and the bounded-memory Viterbi{trained}")
     ref = report.get("reference")
     if ref:
         from fsalign.results.compare import error_lines

@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional
 from fsalign.aligning import corpus_stages as stages
 from fsalign.aligning.corpus_stages import default_epochs
 from fsalign.errors import FsalignError
-from fsalign.util import atomic_open, check_option, check_output_path, is_positive_int
+from fsalign.util import LongAudio, atomic_open, check_option, check_output_path, is_finite_number, is_positive_int
 
 __all__ = ["UNITS", "CorpusJob", "align_corpus", "default_epochs"]
 
@@ -69,6 +69,9 @@ class CorpusJob:
         penalties): untranscribed speech is given to garbage, transcript words that were not spoken are
         skipped, and the outputs and the report mark both. Training uses the transcripts as they are.
       boundaries: "viterbi" or "expected" (:data:`~fsalign.aligning.aligner.BOUNDARIES`).
+      long_threshold: seconds above which a recording is long (:class:`~fsalign.util.LongAudio`): its
+        features are computed while aligning, it is not trained on, and it is aligned alone with the
+        windowed encoder and the bounded-memory Viterbi.
     """
 
     corpus: Path
@@ -89,6 +92,12 @@ class CorpusJob:
     aed_weight: Optional[float] = None
     allow_mismatch: bool = False
     boundaries: str = "viterbi"
+    long_threshold: float = 60.0
+
+    @property
+    def long_audio(self) -> LongAudio:
+        """The :class:`~fsalign.util.LongAudio` of ``long_threshold``."""
+        return LongAudio(threshold_s=self.long_threshold)
 
     def check(self) -> None:
         """Validates every option before any work, with one line naming the option and the value.
@@ -117,6 +126,8 @@ class CorpusJob:
         check_option("--boundaries", self.boundaries, self.boundaries in BOUNDARIES, f"one of {BOUNDARIES}")
         check_option("--boundaries", self.boundaries, not (self.allow_mismatch and self.boundaries == "expected"),
                      "'viterbi' with --allow-mismatch")
+        check_option("--long-threshold", self.long_threshold,
+                     is_finite_number(self.long_threshold) and self.long_threshold > 0, "a number of seconds > 0")
         if self.checkpoint is not None:
             from fsalign.checkpoint import load_checkpoint
 
@@ -146,6 +157,8 @@ class CorpusJob:
                 del d[k]
         if not self.allow_mismatch:
             del d["allow_mismatch"]  # the settings of runs from before the option
+        if self.long_threshold == LongAudio().threshold_s:
+            del d["long_threshold"]
         d["corpus"] = str(Path(self.corpus).resolve())
         if self.checkpoint is not None:
             stat = Path(self.checkpoint).stat()

@@ -22,6 +22,7 @@ from fsalign.aligning.output import (  # noqa: F401
     render,
 )
 from fsalign.engine.mismatch import MismatchOptions
+from fsalign.util import LongAudio
 
 
 def _default_device() -> str:
@@ -106,6 +107,10 @@ def _mismatch_options(allow: bool, garbage_penalty, skip_penalty, scores: str):
 @click.option("--skip-penalty", type=float, default=None,
               help="With --allow-mismatch: path-score cost of every skipped transcript word.  [default: "
                    f"{MismatchOptions().skip_penalty:g}]")
+@click.option("--long-threshold", type=float, default=LongAudio().threshold_s,
+              help="Seconds above which a recording is long: aligned in a batch of its own, its encoder run in "
+                   f"overlapping windows ({LongAudio().window_s:g} s kept, {LongAudio().context_s:g} s of context "
+                   "each side), its Viterbi in bounded memory (posterior scores; see docs/long_audio.md).")
 @click.option("--batch-duration", type=float, default=None,
               help="Seconds of audio per batch; 0: one cut per batch.  [default: 100; 0 for grad/gradext on "
                    "CPU, where batching the gradients only adds padding work]")
@@ -124,18 +129,21 @@ def _mismatch_options(allow: bool, garbage_penalty, skip_penalty, scores: str):
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar (utterances/s, real-time factor).")
 def align(checkpoint, cuts_path, output, scores, level, boundaries, topology, prior_scale, blank_penalty,
           posterior_scale, transition_scale, grad_p, grad_chunk_size, grad_blank_score, grad_percentile, grad_prefix,
-          grad_source, aed_weight, allow_mismatch, garbage_penalty, skip_penalty, batch_duration, window, num_workers,
-          shard, device, restart, progress):
+          grad_source, aed_weight, allow_mismatch, garbage_penalty, skip_penalty, long_threshold, batch_duration,
+          window, num_workers, shard, device, restart, progress):
     """Align the cuts of a corpus with a trained model and write word (and token) times.
 
     Utterances that cannot be aligned (unreadable audio, units the model does not know,
-    too short for the transcript, NaN scores) are skipped and listed with the reason in
-    OUT.failed.tsv. With --allow-mismatch, transcript words that were not spoken are
-    skipped and marked (CTM ';; skipped' lines, TextGrid tier 'skipped', cuts
-    custom['skipped_words']), untranscribed speech is marked too. Every word and token
-    gets a confidence in [0, 1], the mean frame posterior of its aligned tokens (CTM 6th
-    column, TextGrid tier 'confidence', cuts AlignmentItem.score); the summary line gives
-    the mean and the number of words below 0.5, which are worth a look. Results go to
+    too short for the transcript, NaN scores, a long recording with gradient scores or
+    --allow-mismatch) are skipped and listed with the reason in OUT.failed.tsv. Long
+    recordings (an hour with one transcript) need no option: past --long-threshold seconds
+    a cut is encoded in windows and aligned in bounded memory. With --allow-mismatch,
+    transcript words that were not spoken are skipped and marked (CTM ';; skipped' lines,
+    TextGrid tier 'skipped', cuts custom['skipped_words']), untranscribed speech is marked
+    too. Every word and token gets a confidence in [0, 1], the mean frame posterior of its
+    aligned tokens (CTM 6th column, TextGrid tier 'confidence', cuts AlignmentItem.score);
+    the summary line gives the mean and the number of words below 0.5, which are worth a
+    look. Results go to
     OUT.journal.jsonl as they come: re-running the same command after an interruption
     continues where it stopped. Exit status 0 if any
     utterance was aligned, 1 (with the reason) if none was or an input is unusable.
@@ -164,6 +172,7 @@ def align(checkpoint, cuts_path, output, scores, level, boundaries, topology, pr
         if num_workers < 0 or window < 1 or (batch_duration is not None and not batch_duration >= 0):
             raise FsalignError("--num-workers must be >= 0, --window >= 1 and --batch-duration >= 0")
         mismatch = _mismatch_options(allow_mismatch, garbage_penalty, skip_penalty, scores)
+        long_audio = LongAudio(threshold_s=long_threshold)
     except FsalignError as e:
         _fail(e)
     if not checkpoint.is_file():
@@ -182,7 +191,8 @@ def align(checkpoint, cuts_path, output, scores, level, boundaries, topology, pr
             loaded, scores, boundaries, topology=topology, prior_scale=prior_scale, blank_penalty=blank_penalty,
             posterior_scale=posterior_scale, transition_scale=transition_scale, grad_p=grad_p,
             grad_chunk_size=grad_chunk_size, grad_blank_score=grad_blank_score, grad_percentile=grad_percentile,
-            grad_prefix=grad_prefix, grad_source=grad_source, aed_weight=aed_weight, mismatch=mismatch)
+            grad_prefix=grad_prefix, grad_source=grad_source, aed_weight=aed_weight, mismatch=mismatch,
+            long_audio=long_audio)
     except FsalignError as e:
         _fail(e)
     except Exception as e:
@@ -213,7 +223,8 @@ def align(checkpoint, cuts_path, output, scores, level, boundaries, topology, pr
     line = (f"aligned {summary.aligned} of {len(summary.utterances)} utterances{shard_note}, "
             f"{summary.aligned_s:.1f} s of audio{confidence}{failures}")
     if summary.utterances and not summary.aligned:
-        _fail(f"no utterance aligned: {line}")
+        _fail(f"no utterance aligned: {line}; first: {summary.failed[0][0]}: {summary.failed[0][1]}"
+              if summary.failed else f"no utterance aligned: {line}")
     if not summary.utterances:
         line = f"shard {i}/{n} of {cuts_path} holds no cuts (more shards than windows); wrote an empty output"
     click.echo(f"{line} -> {output}", err=True)

@@ -47,9 +47,12 @@ __all__ = ["align_corpus"]
 @click.option("--boundaries", type=click.Choice(["viterbi", "expected"]), default="viterbi",
               help="viterbi: times at the frame edges of the best path; expected: the posterior-mean boundary over "
                    "all paths, finer than a frame (not with --allow-mismatch; see fsalign align).")
+@click.option("--long-threshold", type=float, default=60.0,
+              help="Seconds above which a recording is long: not trained on, aligned alone with the windowed encoder "
+                   "and the bounded-memory Viterbi (posterior scores; see docs/long_audio.md).")
 @click.option("--progress/--no-progress", default=True, help="Progress bars.")
 def align_corpus(corpus, output, checkpoint, unit, epochs, layout, oov, vocab_size, reference, scores, grad_source,
-                 aed_weight, num_jobs, device, seed, allow_mismatch, boundaries, progress):
+                 aed_weight, num_jobs, device, seed, allow_mismatch, boundaries, long_threshold, progress):
     """Align a corpus as it is kept: audio files with transcripts, Kaldi, LibriSpeech or Lhotse.
 
     CORPUS is a folder of audio files with a transcript of the same name beside each (MFA
@@ -60,7 +63,9 @@ def align_corpus(corpus, output, checkpoint, unit, epochs, layout, oov, vocab_si
     alignments.jsonl.gz (Lhotse cuts with alignments), report.txt and report.json. An interrupted
     run continues where it stopped when run again; a finished one is not redone. With
     --allow-mismatch the transcript words that were not spoken are skipped (listed per file in
-    the report) and untranscribed speech is given to garbage.
+    the report) and untranscribed speech is given to garbage. Recordings longer than
+    --long-threshold (an hour-long interview with one transcript) are aligned too, in bounded
+    memory; a model trained here learns from the shorter ones only.
     """
     from fsalign.aligning.workflow import CorpusJob, summary_lines
     from fsalign.aligning.workflow import align_corpus as run
@@ -69,7 +74,7 @@ def align_corpus(corpus, output, checkpoint, unit, epochs, layout, oov, vocab_si
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     job = CorpusJob(corpus, output, checkpoint, unit, layout, epochs, num_jobs, device, oov, vocab_size, reference,
                     progress, seed, scores=scores, grad_source=grad_source, aed_weight=aed_weight,
-                    allow_mismatch=allow_mismatch, boundaries=boundaries)
+                    allow_mismatch=allow_mismatch, boundaries=boundaries, long_threshold=long_threshold)
     try:
         report = run(job)
     except FsalignError as e:

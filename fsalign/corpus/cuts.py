@@ -24,7 +24,11 @@ from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
 from lhotse.features import FeatureExtractor
 
 from fsalign.corpus.normalize import WrittenWord, normalize
-from fsalign.corpus.recordings import ChannelMeanDownmix  # noqa: F401  (lhotse reads mono downmixes with it)
+from fsalign.corpus.recordings import (  # noqa: F401  (lhotse reads mono downmixes with ChannelMeanDownmix)
+    FEATURE_CHUNK_S,
+    ChannelMeanDownmix,
+    chunked_features,
+)
 from fsalign.corpus.tokenizers import Tokenizer
 from fsalign.errors import FsalignError
 from fsalign.results.manifests import ALIGNMENT_KINDS, cut_spans
@@ -172,7 +176,9 @@ class CutDataset(torch.utils.data.Dataset):
     """Map-style dataset whose index is a :class:`~lhotse.CutSet` from a lhotse sampler.
 
     Features come from ``cut.load_features()`` when the cut has precomputed ones, else
-    they are computed on the fly with ``extractor`` (resampled to its rate first).
+    they are computed on the fly with ``extractor`` (resampled to its rate first; a cut longer
+    than :data:`~fsalign.corpus.recordings.FEATURE_CHUNK_S` a minute at a time, the same values
+    in bounded memory: :func:`~fsalign.corpus.recordings.chunked_features`).
 
     Args:
       tokenizer: turns each cut's text into word-structured token ids.
@@ -214,7 +220,10 @@ class CutDataset(torch.utils.data.Dataset):
                 kind = "unreadable audio"
                 if cut.sampling_rate != self.extractor.config.sampling_rate:
                     cut = cut.resample(self.extractor.config.sampling_rate)
-                feats = cut.compute_features(self.extractor)
+                if cut.duration > FEATURE_CHUNK_S:  # a long recording: its features piece by piece
+                    feats = chunked_features(cut.load_audio(), cut.sampling_rate, self.extractor)
+                else:
+                    feats = cut.compute_features(self.extractor)
         except Exception as e:
             raise FsalignError(failure_reason(kind, f"cut {cut.id}: {e}")) from e
         feats = torch.as_tensor(feats, dtype=torch.float32)

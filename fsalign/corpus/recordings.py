@@ -23,10 +23,12 @@ from fsalign.util import Pathlike
 __all__ = [
     "LAYOUTS", "AUDIO_SUFFIXES", "TRANSCRIPT_SUFFIXES", "MANIFEST_SUFFIXES", "SkippedItem", "LoadedCorpus",
     "ChannelMeanDownmix", "to_mono", "safe_id", "progress_bar", "existing_dir", "is_manifest", "dir_manifests",
-    "recording_from_header", "fit_to_audio", "finish_corpus",
+    "recording_from_header", "fit_to_audio", "finish_corpus", "FEATURE_CHUNK_S", "chunked_features",
 ]
 
 logger = logging.getLogger(__name__)
+FEATURE_CHUNK_S = 60.0
+"""Seconds of audio whose features :func:`chunked_features` computes at once."""
 LAYOUTS = ("mfa", "kaldi", "librispeech", "lhotse")
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus")  # all read by libsndfile through lhotse
 TRANSCRIPT_SUFFIXES = (".lab", ".txt", ".textgrid")  # in order of preference; compared in lower case
@@ -189,3 +191,53 @@ def finish_corpus(path: Path, layout: str, recordings: List[Recording], sups: Li
                                    key=lambda c: order[c.id]))
     logger.info("%s (%s layout): %d cuts, %d items skipped", path, layout, len(cuts), len(skipped))
     return LoadedCorpus(cuts=cuts, layout=layout, skipped=skipped)
+
+
+def chunked_features(samples: np.ndarray, sampling_rate: int, extractor,
+                     chunk_s: float = FEATURE_CHUNK_S) -> np.ndarray:
+    """Kaldi-style frame features of a long signal, ``chunk_s`` seconds at a time: one call's, in bounded memory.
+
+    lhotse's ``Fbank`` holds the frames of the whole signal and their spectra at once (about 2.7
+    GB for an hour); every frame depends only on its own window of samples, so the frames are
+    computed in pieces: frame i reads samples [i·shift − (window − shift)/2, + window) of the signal
+    reflected at both ends (lhotse's ``snip_edges=False``), and each piece is that stretch computed
+    with ``snip_edges=True``. The result equals ``extractor.extract(samples, sampling_rate)``.
+
+    Args:
+      samples: array of shape (1, N) or (N,), float32.
+      sampling_rate: its rate (the extractor's).
+      extractor: a lhotse kaldi-style extractor (``Fbank``, ``Mfcc``, ``Spectrogram``) with
+        ``snip_edges=False``, ``dither=0``; any other is called once on the whole signal.
+      chunk_s: seconds per piece.
+
+    Returns:
+      Array of shape (frames, features), float32.
+    """
+    import dataclasses
+    import warnings
+
+    x = np.asarray(samples, dtype=np.float32).reshape(-1)
+    config = getattr(extractor, "config", None)
+    fields = ("frame_length", "frame_shift", "snip_edges", "dither")
+    if config is None or not all(hasattr(config, f) for f in fields) or config.snip_edges or config.dither:
+        return extractor.extract(x[None], sampling_rate)
+    window = int(round(config.frame_length * sampling_rate))
+    shift = int(round(config.frame_shift * sampling_rate))
+    num = len(x)
+    frames = (num + shift // 2) // shift
+    per_chunk = max(1, int(chunk_s / config.frame_shift))
+    if frames <= per_chunk:
+        return extractor.extract(x[None], sampling_rate)
+    with warnings.catch_warnings():  # lhotse warns that snip_edges=True differs from Kaldi's default
+        warnings.simplefilter("ignore")
+        piecewise = type(extractor)(dataclasses.replace(config, snip_edges=True))
+    left = (window - shift) // 2
+    pieces = []
+    for f0 in range(0, frames, per_chunk):
+        f1 = min(f0 + per_chunk, frames)
+        j = np.arange(f0 * shift, (f1 - 1) * shift + window) - left  # sample of the reflected signal
+        j = np.where(j < 0, -j - 1, np.where(j >= num, 2 * num - 1 - j, j))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pieces.append(piecewise.extract(x[j][None], sampling_rate))
+    return np.concatenate(pieces, 0)

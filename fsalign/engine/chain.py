@@ -26,6 +26,16 @@ Viterbi tie rule: of predecessors with equal scores the one with the highest sta
 that is largest when compared from its last frame backwards, i.e. that moves on as early as it
 can.
 
+Memory: the ordinary Viterbi keeps a backpointer for every frame and state, B x T x N bytes
+(about 12 B x T x N for the torch implementation, which also gathers the emissions of all frames).
+Past ``memory_budget`` bytes (:data:`VITERBI_MEMORY_BUDGET` by default) :func:`chain_viterbi`
+takes the checkpointed backtrace instead: the forward pass keeps the scores of every K-th frame
+only, and the backtrace recomputes the backpointers of one segment of K frames at a time from
+them (K about sqrt(8T)), in O((T / K + K) x N) memory for twice the computation. Its paths and
+scores are those of the ordinary kernel, bit for bit (the same float64 arithmetic, the same tie
+rule). An hour at 40 ms (T = 90,000) with 80,000 states needs 7.2 GB of backpointers; the
+checkpointed backtrace about 130 MB.
+
 Implementations: ``"numba"`` (CPU kernels of :mod:`fsalign.engine.chain_numba`, parallel over
 the batch on ``torch.get_num_threads()`` threads, compiled on first use and cached on disk) and
 ``"torch"`` (:mod:`fsalign.engine.chain_torch`, vectorised over (B, N) per frame, any device);
@@ -34,146 +44,28 @@ same totals and gradients up to rounding.
 """
 import logging
 import math
-from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
-import numpy as np
 import torch
 
 from fsalign.engine.builtin import CtcTopology, HmmTopology
-from fsalign.engine.graphs import validate_transcripts
+from fsalign.engine.chain_build import Chain, chain_from_topology
 from fsalign.engine.topology import TrainingGraphs
 from fsalign.errors import FsalignError
 
-__all__ = ["ENGINES", "Chain", "chain_from_topology", "chain_viterbi", "chain_full_sum", "path_labels",
-           "resolve_engine", "graphs_chain"]
+__all__ = ["ENGINES", "VITERBI_MEMORY_BUDGET", "Chain", "chain_from_topology", "chain_viterbi", "chain_full_sum",
+           "path_labels", "resolve_engine", "graphs_chain"]
 
 ENGINES = ("auto", "chain", "k2")
 """Which engine sums and aligns: the exact chain kernels (built-in topologies), k2 (any topology),
 or ``auto``: the chain kernels where the topology is a chain, k2 otherwise."""
 
+VITERBI_MEMORY_BUDGET = 1 << 30
+"""Bytes the backpointers of :func:`chain_viterbi` may take before it checkpoints (1 GiB)."""
+
 log = logging.getLogger(__name__)
 _IMPLEMENTATIONS = ("auto", "numba", "torch")
 _NEG_INF = float("-inf")
-_NEVER = 2**62  # first_frame / min_rest of padding states
-
-
-@dataclass
-class Chain:
-    """The chains of a batch, padded to N states.
-
-    Attributes:
-      labels: LongTensor (B, N), the column each state emits (padding repeats state 0's).
-      loop: float64 Tensor (B, N), score of staying in a state (γ·log loop probability).
-      fwd: float64 Tensor (B, N), score of any other move out of a state (γ·log(1 - loop)).
-      skip: BoolTensor (B, N), j -> j+2 allowed (never for j >= n - 2).
-      num_states: LongTensor (B,), n of every chain (>= 1).
-      positions: LongTensor (B, N), transcript token position of each state, -1 for
-        blank/silence and padding.
-      first_frame: LongTensor (B, N), the earliest frame of any path in state j.
-      min_rest: LongTensor (B, N), the fewest frames from state j (its own included) to the
-        end of a path. A state is on some path of an L-frame utterance at frame t exactly when
-        ``first_frame[j] <= t`` and ``min_rest[j] <= L - t``: the kernels compute that band only.
-      min_frames: LongTensor (B,), the fewest frames of any path.
-    """
-
-    labels: torch.Tensor
-    loop: torch.Tensor
-    fwd: torch.Tensor
-    skip: torch.Tensor
-    num_states: torch.Tensor
-    positions: torch.Tensor
-    first_frame: torch.Tensor
-    min_rest: torch.Tensor
-    min_frames: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def to(self, device) -> "Chain":
-        """Returns the chain with every tensor on ``device`` (self when already there)."""
-        device = torch.device(device)
-        if self.labels.device == device:
-            return self
-        return Chain(*(getattr(self, k).to(device) for k in self.__dataclass_fields__))
-
-
-def chain_from_topology(topology, transcripts, transition_scale: float = 1.0, device="cpu",
-                        validate: bool = True) -> Chain:
-    """Chains of a batch of transcripts under a built-in topology.
-
-    Args:
-      topology: a :class:`~fsalign.CtcTopology`, :class:`~fsalign.RelaxedTopology` or
-        :class:`~fsalign.HmmTopology`.
-      transcripts: ``list[list[list[int]]]``, utterance -> words -> token ids.
-      transition_scale: γ, multiplies the loop/forward log-probs.
-      device: where the tensors go.
-      validate: check the transcripts (False: they come from ``topology.compile``, already checked).
-
-    Returns:
-      Chain with B = len(transcripts) chains.
-
-    Raises:
-      FsalignError: another topology, or a malformed transcript (named by utterance and word).
-    """
-    if not isinstance(topology, (CtcTopology, HmmTopology)):
-        raise FsalignError(f"chain kernels need a CTC, relaxed or HMM topology, got {topology!r}")
-    if validate:
-        transcripts = validate_transcripts(transcripts, topology.valid_tokens, topology.name)
-    gamma = float(transition_scale)
-    hmm = isinstance(topology, HmmTopology)
-    token_q = topology.label_loop
-    other_q = topology.silence_loop if hmm else topology.blank_loop
-    other = topology.silence if hmm else topology.blank
-
-    def scores(q):
-        return (0.0, 0.0) if q is None else (gamma * math.log(q), gamma * math.log1p(-q))
-
-    (tl, tf), (ol, of) = scores(token_q), scores(other_q)
-    rows = []
-    for words in transcripts:
-        a = np.asarray([t for w in words for t in w], dtype=np.int64)
-        S = len(a)
-        if hmm:
-            sizes = np.asarray([len(w) for w in words], dtype=np.int64)
-            sil = np.arange(len(words) + 1) + np.concatenate([[0], np.cumsum(sizes)])
-            is_tok = np.ones(S + len(words) + 1, bool)
-            is_tok[sil] = False
-            skip = np.zeros(len(is_tok), bool)
-            skip[sil[1:-1] - 1] = True  # last token of a word -> first of the next
-        else:
-            is_tok = np.arange(2 * S + 1) % 2 == 1
-            skip = np.zeros(len(is_tok), bool)
-            skip[1:2 * S - 2:2] = True if topology.relaxed else a[1:] != a[:-1]
-        n = len(is_tok)
-        lab = np.full(n, other, np.int64)
-        lab[is_tok] = a
-        pos = np.full(n, -1, np.int64)
-        pos[is_tok] = np.arange(S)
-        # a path may leave out the first and the last state and every state it can skip, no two
-        # of them adjacent: the states before j it must visit give j's earliest frame
-        must = np.ones(n, bool)
-        must[1:-1] = ~skip[:-2]
-        must[[0, -1]] = n == 1
-        before = np.cumsum(must) - must
-        rows.append((lab, np.where(is_tok, tl, ol), np.where(is_tok, tf, of), skip, pos,
-                     before, 1 + int(must.sum()) - before - must))
-    B = len(rows)
-    N = max([len(r[0]) for r in rows], default=1)
-    labels = np.zeros((B, N), np.int64)
-    loop, fwd = np.zeros((B, N)), np.zeros((B, N))
-    skip = np.zeros((B, N), bool)
-    positions = np.full((B, N), -1, np.int64)
-    first, rest = np.full((B, N), _NEVER, np.int64), np.full((B, N), _NEVER, np.int64)
-    for b, (lab, lp, fw, sk, pos, fi, re) in enumerate(rows):
-        n = len(lab)
-        labels[b, :n], labels[b, n:] = lab, lab[0]
-        loop[b, :n], fwd[b, :n], skip[b, :n], positions[b, :n] = lp, fw, sk, pos
-        first[b, :n], rest[b, :n] = fi, re
-    nstates = torch.tensor([len(r[0]) for r in rows], dtype=torch.int64)
-    need = torch.from_numpy(first[np.arange(B), (nstates - 2).clamp(min=0).numpy()]) + 1  # the earlier final
-    return Chain(*(torch.from_numpy(x) for x in (labels, loop, fwd, skip)), nstates,
-                 torch.from_numpy(positions), *(torch.from_numpy(x) for x in (first, rest)), need).to(device)
 
 
 def resolve_engine(graphs: TrainingGraphs, engine: str = "auto") -> str:
@@ -214,8 +106,9 @@ def path_labels(states: torch.Tensor, chain: Chain) -> torch.Tensor:
     return torch.where(states >= 0, labels, torch.full_like(labels, -1))
 
 
-def chain_viterbi(scores: torch.Tensor, lengths, chain: Chain,
-                  implementation: str = "auto") -> Tuple[torch.Tensor, torch.Tensor]:
+def chain_viterbi(scores: torch.Tensor, lengths, chain: Chain, implementation: str = "auto",
+                  memory_budget: Optional[int] = None,
+                  segment_frames: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Best path of every utterance (max over paths), with the tie rule of the module docstring.
 
     Args:
@@ -223,6 +116,10 @@ def chain_viterbi(scores: torch.Tensor, lengths, chain: Chain,
       lengths: Tensor or sequence (B,), valid frames per utterance, 1..T, any order.
       chain: Chain with B chains whose labels are < C.
       implementation: "auto", "numba" (CPU only) or "torch".
+      memory_budget: bytes the backpointers may take (None: :data:`VITERBI_MEMORY_BUDGET`); past
+        it the checkpointed backtrace of the module docstring runs (same result).
+      segment_frames: K of the checkpointed backtrace; given, it runs whatever the budget
+        (None: about sqrt(8T), what needs the least memory).
 
     Returns:
       (best, states): float64 Tensor (B,) of best-path scores (-inf where the utterance is
@@ -235,6 +132,7 @@ def chain_viterbi(scores: torch.Tensor, lengths, chain: Chain,
     """
     lengths, impl = _check(scores, lengths, chain, implementation)
     B, T, _ = scores.shape
+    segment = _segment(B, T, chain.labels.shape[1], impl, memory_budget, segment_frames)
     scores = scores.detach()
     if impl == "numba":
         from fsalign.engine import chain_numba
@@ -243,15 +141,39 @@ def chain_viterbi(scores: torch.Tensor, lengths, chain: Chain,
         best = torch.full((B,), _NEG_INF, dtype=torch.float64)
         states = torch.full((B, T), -1, dtype=torch.int64)
         bad = torch.full((B,), -1, dtype=torch.int64)
-        chain_numba.viterbi(torch.get_num_threads(), *arrays, best.numpy(), states.numpy(), bad.numpy())
+        out = (best.numpy(), states.numpy(), bad.numpy())
+        if segment is None:
+            chain_numba.viterbi(torch.get_num_threads(), *arrays, *out)
+        else:
+            chain_numba.viterbi_checkpointed(torch.get_num_threads(), *arrays, segment, *out)
         _raise_bad(bad)
         return best, states
     from fsalign.engine import chain_torch
 
     with torch.no_grad():
-        best, states, bad = chain_torch.viterbi(scores, lengths.to(scores.device), chain.to(scores.device))
+        best, states, bad = chain_torch.viterbi(scores, lengths.to(scores.device), chain.to(scores.device), segment)
     _raise_bad(bad)
     return best, states
+
+
+_BYTES_PER_CELL = {"numba": 1, "torch": 12}  # what the ordinary Viterbi keeps per frame and state
+
+
+def _segment(B: int, T: int, N: int, impl: str, memory_budget: Optional[int],
+             segment_frames: Optional[int]) -> Optional[int]:
+    """K of the checkpointed backtrace, or None for the ordinary one (module docstring)."""
+    if segment_frames is not None:
+        if isinstance(segment_frames, bool) or not isinstance(segment_frames, int) or segment_frames < 1:
+            raise FsalignError(f"segment_frames must be an integer >= 1, got {segment_frames!r}")
+        return segment_frames
+    budget = VITERBI_MEMORY_BUDGET if memory_budget is None else memory_budget
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
+        raise FsalignError(f"memory_budget must be a number of bytes >= 0, got {budget!r}")
+    cell = _BYTES_PER_CELL[impl]
+    if B * T * N * cell <= budget:
+        return None
+    # kept scores (T / K) x N x 8 bytes against K x N x cell bytes of recomputed segment
+    return max(1, math.isqrt(8 * T // cell))
 
 
 def chain_full_sum(scores: torch.Tensor, lengths, chain: Chain, implementation: str = "auto") -> torch.Tensor:

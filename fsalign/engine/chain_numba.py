@@ -29,7 +29,7 @@ import numpy as np
 from llvmlite import ir
 from numba.extending import intrinsic
 
-__all__ = ["viterbi", "forward", "backward"]
+__all__ = ["viterbi", "viterbi_checkpointed", "forward", "backward"]
 
 _NEG_INF = -np.inf
 _EXP_BITS = 0x7FF0000000000000
@@ -127,6 +127,40 @@ def _band(t, L, n, first, rest, lo, hi):
     return lo, hi
 
 
+@_jit
+def _max_step(prev, cur, lp, w1, w2, e, lo, hi):
+    """Scores of frame t over the band [lo, hi): ``cur[2 + j]`` from ``prev`` (frame t - 1) and emissions ``e``."""
+    p0, p1, p2, c = prev[lo + 2:], prev[lo + 1:], prev[lo:], cur[lo + 2:]
+    lpj, w1j, w2j, ej = lp[lo:], w1[lo:], w2[lo:], e[lo:]
+    for i in range(hi - lo):  # its own loop: LLVM vectorises it (one store stream)
+        c[i] = max(max(p0[i] + lpj[i], p1[i] + w1j[i]), p2[i] + w2j[i]) + ej[i]
+
+
+@_jit
+def _argmax_step(prev, lp, w1, w2, arg, lo, hi):
+    """Backpointers of frame t over the band: 0 (loop), 1 (from j-1), 2 (from j-2) into ``arg[j]``.
+
+    Strict comparisons: on equal scores the higher predecessor stays.
+    """
+    p0, p1, p2, a = prev[lo + 2:], prev[lo + 1:], prev[lo:], arg[lo:]
+    lpj, w1j, w2j = lp[lo:], w1[lo:], w2[lo:]
+    for i in range(hi - lo):
+        v = p0[i] + lpj[i]
+        c1 = p1[i] + w1j[i]
+        k1 = np.float64(c1 > v)
+        k2 = np.float64(p2[i] + w2j[i] > max(v, c1))
+        a[i] = np.int8(k1 + k2 * (2.0 - k1))
+
+
+@_jit
+def _final_state(prev, n):
+    """The final state of the best path from the scores of the last frame (n-1 unless n-2 is better)."""
+    f = n - 1
+    if n >= 2 and prev[n] > prev[n + 1]:
+        f = n - 2
+    return f
+
+
 def _viterbi(scores, lengths, nstates, labels, loop, fwd, skip, first, rest, need, best, states, bad):
     """Max-plus DP with backtrace; ties go to the highest predecessor (loop, then j-1, then j-2).
 
@@ -155,26 +189,74 @@ def _viterbi(scores, lengths, nstates, labels, loop, fwd, skip, first, rest, nee
             if t == 0:
                 prev[lo + 2:hi + 2] = e[lo:hi]  # prev[2 + j] holds state j
                 continue
-            p0, p1, p2, c, arg = prev[lo + 2:], prev[lo + 1:], prev[lo:], cur[lo + 2:], bp[t, lo:]
-            lpj, w1j, w2j, ej = lp[lo:], w1[lo:], w2[lo:], e[lo:]
-            for i in range(hi - lo):  # two loops: LLVM vectorises each (one store stream apiece)
-                c[i] = max(max(p0[i] + lpj[i], p1[i] + w1j[i]), p2[i] + w2j[i]) + ej[i]
-            for i in range(hi - lo):  # strict >: on equal scores the higher predecessor stays
-                v = p0[i] + lpj[i]
-                c1 = p1[i] + w1j[i]
-                k1 = np.float64(c1 > v)
-                k2 = np.float64(p2[i] + w2j[i] > max(v, c1))
-                arg[i] = np.int8(k1 + k2 * (2.0 - k1))
+            _max_step(prev, cur, lp, w1, w2, e, lo, hi)
+            _argmax_step(prev, lp, w1, w2, bp[t], lo, hi)
             prev, cur = cur, prev
         if bad[b] >= 0:
             continue
-        f = n - 1
-        if n >= 2 and prev[n] > prev[n + 1]:
-            f = n - 2
+        f = _final_state(prev, n)
         best[b] = prev[f + 2]
         for t in range(L - 1, 0, -1):
             states[b, t] = f
             f -= bp[t, f]
+        states[b, 0] = f
+
+
+def _viterbi_checkpointed(scores, lengths, nstates, labels, loop, fwd, skip, first, rest, need, segment, best,
+                          states, bad):
+    """:func:`_viterbi` in O((T / K + K) x N) memory instead of O(T x N): the same path, bit for bit.
+
+    The forward pass keeps only the scores of every K-th frame (K = ``segment``); the backtrace
+    then goes through the segments of frames (sK, (s+1)K] from the last one back, recomputing each
+    segment's backpointers from the scores kept at frame sK with the same arithmetic as the forward
+    pass (so the same backpointers as :func:`_viterbi`'s) and following the path through them.
+    The DP is computed twice.
+
+    Args:
+      segment: K >= 1, frames per recomputed segment.
+      The others: as :func:`_viterbi`.
+    """
+    for b in numba.prange(scores.shape[0]):
+        L, n = lengths[b], nstates[b]
+        if L < need[b]:
+            continue
+        lab, lp = labels[b], loop[b]
+        w1, w2, _ = _moves(n, loop[b], fwd[b], skip[b])
+        prev, cur, e = np.full(n + 2, _NEG_INF), np.full(n + 2, _NEG_INF), np.empty(n)
+        K = segment
+        kept = np.empty(((L - 2) // K + 1, n + 2))  # kept[s]: the scores of frame sK
+        lo, hi = 0, 0
+        for t in range(L):
+            lo, hi = _band(t, L, n, first[b], rest[b], lo, hi)
+            if _gather(scores[b, t], lab[lo:], e[lo:], hi - lo):
+                bad[b] = t
+                break
+            if t == 0:
+                prev[lo + 2:hi + 2] = e[lo:hi]
+            else:
+                _max_step(prev, cur, lp, w1, w2, e, lo, hi)
+                prev, cur = cur, prev
+            if t % K == 0 and t < L - 1:
+                kept[t // K, :] = prev
+        if bad[b] >= 0:
+            continue
+        f = _final_state(prev, n)
+        best[b] = prev[f + 2]
+        bp = np.zeros((K, n), np.int8)
+        for s in range((L - 2) // K, -1, -1):
+            t0, t1 = s * K, min((s + 1) * K, L - 1)  # recompute frames t0 + 1 .. t1
+            prev[:] = kept[s]
+            cur[:] = _NEG_INF
+            lo, hi = _band(t0, L, n, first[b], rest[b], 0, 0)
+            for t in range(t0 + 1, t1 + 1):
+                lo, hi = _band(t, L, n, first[b], rest[b], lo, hi)
+                _gather(scores[b, t], lab[lo:], e[lo:], hi - lo)
+                _max_step(prev, cur, lp, w1, w2, e, lo, hi)
+                _argmax_step(prev, lp, w1, w2, bp[t - t0 - 1], lo, hi)
+                prev, cur = cur, prev
+            for t in range(t1, t0, -1):
+                states[b, t] = f
+                f -= bp[t - t0 - 1, f]
         states[b, 0] = f
 
 
@@ -260,7 +342,8 @@ def _backward(scores, lengths, nstates, labels, loop, fwd, skip, first, rest, ne
                 bj[i] = _lse3(lpj[i] + ebj[i], u1j[i] + eb1[i], u2j[i] + eb2[i])
 
 
-_PY = {"viterbi": _viterbi, "forward": _forward, "backward": _backward}
+_PY = {"viterbi": _viterbi, "viterbi_checkpointed": _viterbi_checkpointed, "forward": _forward,
+       "backward": _backward}
 _KERNELS = {}
 
 
@@ -269,7 +352,8 @@ def _signature(kind: str, dtype):
     i64, f64 = numba.int64[::1], numba.float64[::1]
     i2, f2 = numba.int64[:, ::1], numba.float64[:, ::1]
     tables = (i64, i64, i2, f2, f2, numba.boolean[:, ::1], i2, i2, i64)
-    extra = {"viterbi": (f64, i2, i64), "forward": (i64, f64, f64, i64),
+    extra = {"viterbi": (f64, i2, i64), "viterbi_checkpointed": (numba.int64, f64, i2, i64),
+             "forward": (i64, f64, f64, i64),
              "backward": (i64, f64, f64, f64, dtype[:, :, :])}[kind]
     return numba.void(dtype[:, :, :], *tables, *extra)
 
@@ -296,6 +380,11 @@ def _run(name: str, threads: int, arrays) -> None:
 def viterbi(threads: int, *arrays) -> None:
     """Runs :func:`_viterbi` on ``threads`` numba threads."""
     _run("viterbi", threads, arrays)
+
+
+def viterbi_checkpointed(threads: int, *arrays) -> None:
+    """Runs :func:`_viterbi_checkpointed` on ``threads`` numba threads."""
+    _run("viterbi_checkpointed", threads, arrays)
 
 
 def forward(threads: int, *arrays) -> None:

@@ -25,7 +25,8 @@ _ON_INFEASIBLE = ("raise", "skip")
 
 def viterbi_align(log_probs: torch.Tensor, lengths, graphs: TrainingGraphs, posterior_scale: float = 1.0,
                   prior_scale: float = 0.0, log_prior: Optional[torch.Tensor] = None, transition_scale: float = 1.0,
-                  on_infeasible: str = "raise", engine: str = "auto") -> List[Optional[Alignment]]:
+                  on_infeasible: str = "raise", engine: str = "auto",
+                  memory_budget: Optional[int] = None) -> List[Optional[Alignment]]:
     """Best path of every utterance under the path score of :func:`full_sum_loss`.
 
     The feasibility condition: an utterance needs at least as many frames as
@@ -45,6 +46,9 @@ def viterbi_align(log_probs: torch.Tensor, lengths, graphs: TrainingGraphs, post
       engine: "auto" (the exact chain kernel for the built-in topologies, k2 for any other),
         "chain" or "k2". Among equally good paths the chain kernel takes the one that moves
         on as early as it can; k2 may take another one of them.
+      memory_budget: bytes the chain kernel's backpointers may take before it switches to the
+        checkpointed backtrace (the same paths in O(sqrt(T) x states) memory; None:
+        :data:`fsalign.engine.chain.VITERBI_MEMORY_BUDGET`, 1 GiB). k2 builds the whole lattice.
 
     Returns:
       One :class:`Alignment` per utterance, in batch order.
@@ -55,11 +59,12 @@ def viterbi_align(log_probs: torch.Tensor, lengths, graphs: TrainingGraphs, post
       FsalignError: malformed inputs.
     """
     return best_paths(log_probs, lengths, graphs, Scales(posterior_scale, prior_scale, log_prior, transition_scale),
-                      on_infeasible, engine)
+                      on_infeasible, engine, memory_budget)
 
 
 def best_paths(log_probs: torch.Tensor, lengths, graphs: TrainingGraphs, scales: Scales = Scales(),
-               on_infeasible: str = "raise", engine: str = "auto") -> List[Optional[Alignment]]:
+               on_infeasible: str = "raise", engine: str = "auto",
+               memory_budget: Optional[int] = None) -> List[Optional[Alignment]]:
     """:func:`viterbi_align` with the path-score parameters as one :class:`~fsalign.engine.scales.Scales`."""
     if on_infeasible not in _ON_INFEASIBLE:
         raise FsalignError(f"on_infeasible must be one of {_ON_INFEASIBLE}, got {on_infeasible!r}")
@@ -73,7 +78,7 @@ def best_paths(log_probs: torch.Tensor, lengths, graphs: TrainingGraphs, scales:
     with torch.no_grad():
         scores = scales.detach().dense(log_probs.detach())
         if engine == "chain":
-            return _chain_paths(scores, lengths, graphs, scales.transition_scale)
+            return _chain_paths(scores, lengths, graphs, scales.transition_scale, memory_budget)
         inter = intersect(scores, lengths, graphs, scales.transition_scale, VITERBI_BEAM)
     out: List[Optional[Alignment]] = [None] * len(graphs)
     if inter.lattice is None:
@@ -94,11 +99,11 @@ def best_paths(log_probs: torch.Tensor, lengths, graphs: TrainingGraphs, scales:
     return out
 
 
-def _chain_paths(scores: torch.Tensor, lengths: torch.Tensor, graphs: TrainingGraphs,
-                 transition_scale: float) -> List[Optional[Alignment]]:
+def _chain_paths(scores: torch.Tensor, lengths: torch.Tensor, graphs: TrainingGraphs, transition_scale: float,
+                 memory_budget: Optional[int] = None) -> List[Optional[Alignment]]:
     """Best paths of built-in chain graphs (None for infeasible utterances)."""
     chain = graphs_chain(graphs, transition_scale, scores.device)
-    best, states = chain_viterbi(scores, lengths, chain)
+    best, states = chain_viterbi(scores, lengths, chain, memory_budget=memory_budget)
     labels_all = path_labels(states, chain).cpu().numpy()
     states = states.cpu()
     positions = chain.positions.cpu().gather(1, states.clamp(min=0)).numpy()

@@ -23,6 +23,7 @@ import torchaudio
 
 from fsalign.models.aed import AedDecoder
 from fsalign.models.heads import BlankSeparatedHead, SoftmaxHead
+from fsalign.models.windowed import WindowedLogProbs
 from fsalign.scores.posterior import blank_separated_log_probs
 from fsalign.util import valid_frame_mask
 
@@ -186,8 +187,11 @@ class SpecAugment(nn.Module):
         return h.squeeze(1).transpose(1, 2)
 
 
-class ConformerModel(nn.Module):
+class ConformerModel(WindowedLogProbs, nn.Module):
     """Conv subsampling + ``torchaudio.models.Conformer`` + softmax/blank-separated head (+ AED decoder).
+
+    ``windowed_log_probs`` (:mod:`fsalign.models.windowed`) encodes recordings too long for one
+    forward pass in overlapping windows, normalised over the whole recording.
 
     Args:
       config: see :class:`ConformerConfig`.
@@ -241,14 +245,30 @@ class ConformerModel(nn.Module):
         """Total number of parameter elements (trainable or not)."""
         return sum(p.numel() for p in self.parameters())
 
+    def normalize_input(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> torch.Tensor:
+        """The features as the encoder sees them: per-utterance CMVN with ``input_norm="utterance"``, else as given.
+
+        Args:
+          features: Tensor of shape (B, T', F).
+          feature_lengths: Tensor of shape (B,).
+
+        Returns:
+          Tensor of shape (B, T', F).
+        """
+        if self.config.input_norm == "utterance":
+            return utterance_cmvn(features, feature_lengths.to(features.device))
+        return features
+
     def forward_encoder(
-        self, features: torch.Tensor, feature_lengths: torch.Tensor
+        self, features: torch.Tensor, feature_lengths: torch.Tensor, normalized: bool = False
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Encoder output.
 
         Args:
           features: Tensor of shape (B, T', F).
           feature_lengths: Tensor of shape (B,).
+          normalized: the features went through :meth:`normalize_input` already (e.g. over a
+            whole recording, of which these are windows).
 
         Returns:
           Tensor of shape (B, T, D) and lengths, Tensor of shape (B,) (T = ceil(T'/subsampling)).
@@ -258,8 +278,8 @@ class ConformerModel(nn.Module):
                 f"features must be a tensor of shape (B, T', {self.config.num_features}), got {tuple(features.shape)}"
             )
         feature_lengths = feature_lengths.to(features.device)
-        if self.config.input_norm == "utterance":
-            features = utterance_cmvn(features, feature_lengths)
+        if not normalized:
+            features = self.normalize_input(features, feature_lengths)
         if self.spec_augment is not None:
             features = self.spec_augment(features)
         h, lengths = self.frontend(features, feature_lengths)
@@ -280,17 +300,19 @@ class ConformerModel(nn.Module):
             return blank_separated_log_probs(logits, blank=self.blank)
         return logits.log_softmax(dim=-1)
 
-    def log_probs(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def log_probs(self, features: torch.Tensor, feature_lengths: torch.Tensor,
+                  normalized: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
         """Features -> normalised log posteriors: the encoder, the head and its normalisation.
 
         Args:
           features: Tensor of shape (B, T', F).
           feature_lengths: Tensor of shape (B,).
+          normalized: as in :meth:`forward_encoder`.
 
         Returns:
           Log-probabilities, Tensor of shape (B, T, C), and encoder lengths, Tensor of shape (B,).
         """
-        h, lengths = self.forward_encoder(features, feature_lengths)
+        h, lengths = self.forward_encoder(features, feature_lengths, normalized)
         return self.ctc_log_probs(self.ctc_logits(h)), lengths
 
     def aed_log_probs(

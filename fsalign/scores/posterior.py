@@ -8,6 +8,7 @@ Dimension symbols legend:
   T: number of frames (padded length of the batch)
   C: number of score-matrix columns = alignment labels, blank/silence included
 """
+import dataclasses
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
@@ -17,7 +18,7 @@ from fsalign.engine.scales import Scales
 from fsalign.engine.topology import Topology
 from fsalign.scores.matrix import ScoreMatrix
 from fsalign.scores.mismatch import with_garbage_column
-from fsalign.util import Seconds, check_blank, check_option, is_finite_number
+from fsalign.util import LongAudio, Seconds, check_blank, check_option, is_finite_number
 
 __all__ = ["PosteriorScorer", "blank_separated_log_probs", "apply_blank_penalty"]
 
@@ -98,6 +99,9 @@ class PosteriorScorer:
       mismatch: allow transcripts that do not match the audio exactly (:mod:`fsalign.engine.mismatch`):
         the matrices get a garbage column (:mod:`fsalign.scores.mismatch`) and their graphs garbage at
         word boundaries and skippable words; None (default): the transcripts are taken as they are.
+      long_audio: an utterance longer than ``long_audio.threshold_s`` is encoded in overlapping
+        windows by a model that offers ``windowed_log_probs`` (:mod:`fsalign.models.windowed`), the
+        others in one forward pass; a model without it encodes every utterance whole.
 
     Raises:
       FsalignError: a blank penalty that is not a finite number, a model without ``log_probs``,
@@ -105,7 +109,8 @@ class PosteriorScorer:
     """
 
     def __init__(self, model, topology: Topology, scales: Scales = Scales(), blank_penalty: float = 0.0,
-                 frame_shift_s: Seconds = 0.01, mismatch: Optional[MismatchOptions] = None):
+                 frame_shift_s: Seconds = 0.01, mismatch: Optional[MismatchOptions] = None,
+                 long_audio: LongAudio = LongAudio()):
         check_option("blank penalty", blank_penalty, is_finite_number(blank_penalty), "a finite number")
         check_option("model", type(model).__name__, callable(getattr(model, "log_probs", None)),
                      "a model with log_probs(features, lengths)")
@@ -119,6 +124,8 @@ class PosteriorScorer:
         check_option("mismatch", mismatch, mismatch is None or isinstance(mismatch, MismatchOptions),
                      "None or MismatchOptions")
         self.mismatch = mismatch
+        check_option("long audio", long_audio, isinstance(long_audio, LongAudio), "LongAudio")
+        self.long_audio = long_audio
         self.graph_topology = topology if mismatch is None else MismatchTopology(topology, mismatch)
 
     def settings(self) -> Dict[str, Any]:
@@ -126,15 +133,41 @@ class PosteriorScorer:
         return {"scores": "posterior", "topology": self.topology.name, "posterior_scale": self.scales.posterior_scale,
                 "transition_scale": self.scales.transition_scale, "prior_scale": self.scales.prior_scale,
                 "blank_penalty": self.blank_penalty, "frame_step_s": self.frame_shift_s * self.subsampling,
-                **({} if self.mismatch is None else {"allow_mismatch": self.mismatch.settings()})}
+                **({} if self.mismatch is None else {"allow_mismatch": self.mismatch.settings()}),
+                **({} if self.long_audio == LongAudio() else {"long_audio": dataclasses.asdict(self.long_audio)})}
 
     @torch.no_grad()
     def log_probs(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """The model's log posteriors, blank penalty applied: Tensors of shape (B, T, C) and (B,)."""
-        log_probs, lengths = self.model.log_probs(features, feature_lengths)
+        """The model's log posteriors, blank penalty applied: Tensors of shape (B, T, C) and (B,).
+
+        Long utterances (``long_audio``) go through the model's windowed forward, if it has one.
+        """
+        windowed = getattr(self.model, "windowed_log_probs", None)
+        long = feature_lengths.cpu() * self.frame_shift_s > self.long_audio.threshold_s
+        if callable(windowed) and bool(long.any()):
+            log_probs, lengths = self._mixed(features, feature_lengths, long, windowed)
+        else:
+            log_probs, lengths = self.model.log_probs(features, feature_lengths)
         if self.blank_penalty:
             log_probs = apply_blank_penalty(log_probs, self.model.blank, self.blank_penalty)
         return log_probs, lengths
+
+    def _mixed(self, features, feature_lengths, long, windowed):
+        """Long utterances windowed, the others in one forward pass, padded to one (B, T, C) batch."""
+        parts = {}
+        for mask, encode in ((long, windowed), (~long, None)):
+            idx = mask.nonzero().flatten().tolist()
+            if not idx:
+                continue
+            x, n = features[idx, :int(feature_lengths[idx].max())], feature_lengths[idx]
+            if encode is None:
+                out, lengths = self.model.log_probs(x, n)
+            else:
+                out, lengths = encode(x, n, self.long_audio, self.frame_shift_s)
+            parts.update({b: (out[k, :int(lengths[k])], lengths[k]) for k, b in enumerate(idx)})
+        rows = [parts[b] for b in range(len(long))]
+        return (torch.nn.utils.rnn.pad_sequence([r for r, _ in rows], batch_first=True),
+                torch.stack([n for _, n in rows]).long())
 
     def __call__(self, features: torch.Tensor, feature_lengths: torch.Tensor,
                  transcripts: Sequence[Sequence[Sequence[int]]], log_prior: Optional[torch.Tensor] = None
