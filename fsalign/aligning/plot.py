@@ -57,26 +57,42 @@ def plot_grad_scores(
     Returns:
       The matplotlib Axes.
     """
-    import matplotlib.pyplot as plt
-
-    if not isinstance(G, torch.Tensor) or G.dim() != 2:
-        raise ValueError(f"G must be the (S, T') matrix of one utterance, got shape {tuple(getattr(G, 'shape', ()))}")
+    _check_2d(G, "G must be the (S, T') matrix of one utterance")
     if not (0 < num_labels <= G.shape[0] and 0 < num_frames <= G.shape[1]):
         raise ValueError(f"num_labels/num_frames must be in 1..{tuple(G.shape)}, got {num_labels}, {num_frames}")
     if token_names is not None and len(token_names) != num_labels:
         raise ValueError(f"token_names must have {num_labels} entries, got {len(token_names)}")
     scores = G[:num_labels, :num_frames].detach().double().cpu().log_softmax(dim=1).numpy()
-    if ax is None:
-        _, ax = plt.subplots(figsize=(max(4.0, num_frames / 25), max(2.0, num_labels / 4)))
+    ax = _axes(ax, max(4.0, num_frames / 25), max(2.0, num_labels / 4))
     step = _frames_axis(ax, frame_shift_s, "input frame")
     _show_log_scores(ax, scores, 0.0, step, "log softmax over time of G")
     if alignment is not None:
         for span in alignment.tokens:
             _outline(ax, 0.0, step, span.start, span.end, span.position, "red")
-    if token_names is not None:
-        ax.set_yticks(range(num_labels))
-        ax.set_yticklabels(token_names)
-    ax.set_ylabel("transcript position")
+    return _label_rows(ax, token_names, "transcript position", title)
+
+
+def _check_2d(x, message: str) -> None:
+    """Raises ValueError(``message``, with the shape given) unless ``x`` is a 2-D tensor."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 2:
+        raise ValueError(f"{message}, got shape {tuple(getattr(x, 'shape', ()))}")
+
+
+def _axes(ax, width: float, height: float):
+    """``ax``, or the Axes of a new figure of ``width`` x ``height`` inches."""
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        _, ax = plt.subplots(figsize=(width, height))
+    return ax
+
+
+def _label_rows(ax, names: Optional[Sequence[str]], what: str, title: Optional[str]):
+    """Names the rows (one tick per row, if ``names``), the y axis and the plot; returns ``ax``."""
+    if names is not None:
+        ax.set_yticks(range(len(names)))
+        ax.set_yticklabels(names)
+    ax.set_ylabel(what)
     if title:
         ax.set_title(title)
     return ax
@@ -162,11 +178,8 @@ def _draw_rows(image, alignment: Optional[Alignment], blank: int, row_names: Opt
 
     The alignment's token spans (red) and blank/silence frames (orange) are outlined.
     """
-    import matplotlib.pyplot as plt
-
     rows, num_frames = image.shape
-    if ax is None:
-        _, ax = plt.subplots(figsize=(max(4.0, num_frames / 25), max(2.0, rows / 4)))
+    ax = _axes(ax, max(4.0, num_frames / 25), max(2.0, rows / 4))
     step = _frames_axis(ax, frame_shift_s)
     x0 = time_offset_s if frame_shift_s is not None else 0.0
     _show_log_scores(ax, image, x0, step, label)
@@ -181,13 +194,7 @@ def _draw_rows(image, alignment: Optional[Alignment], blank: int, row_names: Opt
             elif column != blank and start is not None:
                 _outline(ax, x0, step, start, t, 0, "orange")
                 start = None
-    if row_names is not None:
-        ax.set_yticks(range(rows))
-        ax.set_yticklabels(row_names)
-    ax.set_ylabel("blank + transcript position")
-    if title:
-        ax.set_title(title)
-    return ax
+    return _label_rows(ax, row_names, "blank + transcript position", title)
 
 
 def plot_score_matrix(matrix: ScoreMatrix, b: int = 0, alignment: Optional[Alignment] = None,
@@ -233,12 +240,8 @@ def plot_features(features: torch.Tensor, frame_shift_s: Optional[float] = None,
     Returns:
       The matplotlib Axes.
     """
-    import matplotlib.pyplot as plt
-
-    if not isinstance(features, torch.Tensor) or features.dim() != 2:
-        raise ValueError(f"features must be a (T', F) tensor, got shape {tuple(getattr(features, 'shape', ()))}")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(max(4.0, features.shape[0] / 100), 2.5))
+    _check_2d(features, "features must be a (T', F) tensor")
+    ax = _axes(ax, max(4.0, features.shape[0] / 100), 2.5)
     step = _frames_axis(ax, frame_shift_s)
     image = features.detach().double().cpu().T.numpy()
     shown = ax.imshow(image, aspect="auto", origin="lower", interpolation="nearest", cmap="magma",
