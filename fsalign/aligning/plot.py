@@ -72,19 +72,16 @@ def plot_grad_scores(
     return _label_rows(ax, token_names, "transcript position", title)
 
 
-def _check_2d(x, message: str) -> None:
-    """Raises ValueError(``message``, with the shape given) unless ``x`` is a 2-D tensor."""
+def _check_2d(x, message: str) -> None:  # ValueError(message, the shape) unless x is a 2-D tensor
     if not isinstance(x, torch.Tensor) or x.dim() != 2:
         raise ValueError(f"{message}, got shape {tuple(getattr(x, 'shape', ()))}")
 
 
 def _axes(ax, width: float, height: float):
     """``ax``, or the Axes of a new figure of ``width`` x ``height`` inches."""
-    if ax is None:
-        import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt
 
-        _, ax = plt.subplots(figsize=(width, height))
-    return ax
+    return plt.subplots(figsize=(width, height))[1] if ax is None else ax
 
 
 def _label_rows(ax, names: Optional[Sequence[str]], what: str, title: Optional[str]):
