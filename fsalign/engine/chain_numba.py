@@ -161,13 +161,21 @@ def _final_state(prev, n):
     return f
 
 
-def _viterbi(scores, lengths, nstates, labels, loop, fwd, skip, first, rest, need, best, states, bad):
+def _viterbi(scores, lengths, nstates, labels, loop, fwd, skip, first, rest, need, segment, best, states, bad):
     """Max-plus DP with backtrace; ties go to the highest predecessor (loop, then j-1, then j-2).
+
+    ``segment`` K = 0: the backpointers of every frame are kept during the one forward pass, O(T x N)
+    memory. K >= 1: the backtrace is checkpointed, O((T / K + K) x N) memory and the same path bit
+    for bit: the forward pass keeps only the scores of every K-th frame, and the backtrace goes
+    through the segments of frames (sK, (s+1)K] from the last one back, recomputing each segment's
+    backpointers from the scores kept at frame sK with the same arithmetic (so the same
+    backpointers) and following the path through them; the DP is computed twice.
 
     Args:
       scores: (B, T, C) float32/float64, read in place.
       lengths, nstates, need: (B,) int64 (need: min_frames).
       labels, first, rest: (B, N) int64; loop, fwd: (B, N) float64; skip: (B, N) bool.
+      segment: K >= 0, frames per recomputed segment (0: no recomputation).
       best: (B,) float64 out, -inf beforehand; stays -inf where no path exists.
       states: (B, T) int64 out, -1 beforehand; the state of every frame.
       bad: (B,) int64 out, -1 beforehand; first frame with a non-finite emission.
@@ -179,7 +187,10 @@ def _viterbi(scores, lengths, nstates, labels, loop, fwd, skip, first, rest, nee
         lab, lp = labels[b], loop[b]
         w1, w2, _ = _moves(n, loop[b], fwd[b], skip[b])
         prev, cur, e = np.full(n + 2, _NEG_INF), np.full(n + 2, _NEG_INF), np.empty(n)
-        bp = np.zeros((L, n), np.int8)
+        whole = segment == 0
+        K = max(segment, 1)
+        kept = np.empty((0 if whole else (L - 2) // K + 1, n + 2))  # kept[s]: the scores of frame sK
+        bp = np.zeros((L if whole else K, n), np.int8)
         lo, hi = 0, 0
         for t in range(L):
             lo, hi = _band(t, L, n, first[b], rest[b], lo, hi)
@@ -188,62 +199,22 @@ def _viterbi(scores, lengths, nstates, labels, loop, fwd, skip, first, rest, nee
                 break
             if t == 0:
                 prev[lo + 2:hi + 2] = e[lo:hi]  # prev[2 + j] holds state j
-                continue
-            _max_step(prev, cur, lp, w1, w2, e, lo, hi)
-            _argmax_step(prev, lp, w1, w2, bp[t], lo, hi)
-            prev, cur = cur, prev
-        if bad[b] >= 0:
-            continue
-        f = _final_state(prev, n)
-        best[b] = prev[f + 2]
-        for t in range(L - 1, 0, -1):
-            states[b, t] = f
-            f -= bp[t, f]
-        states[b, 0] = f
-
-
-def _viterbi_checkpointed(scores, lengths, nstates, labels, loop, fwd, skip, first, rest, need, segment, best,
-                          states, bad):
-    """:func:`_viterbi` in O((T / K + K) x N) memory instead of O(T x N): the same path, bit for bit.
-
-    The forward pass keeps only the scores of every K-th frame (K = ``segment``); the backtrace
-    then goes through the segments of frames (sK, (s+1)K] from the last one back, recomputing each
-    segment's backpointers from the scores kept at frame sK with the same arithmetic as the forward
-    pass (so the same backpointers as :func:`_viterbi`'s) and following the path through them.
-    The DP is computed twice.
-
-    Args:
-      segment: K >= 1, frames per recomputed segment.
-      The others: as :func:`_viterbi`.
-    """
-    for b in numba.prange(scores.shape[0]):
-        L, n = lengths[b], nstates[b]
-        if L < need[b]:
-            continue
-        lab, lp = labels[b], loop[b]
-        w1, w2, _ = _moves(n, loop[b], fwd[b], skip[b])
-        prev, cur, e = np.full(n + 2, _NEG_INF), np.full(n + 2, _NEG_INF), np.empty(n)
-        K = segment
-        kept = np.empty(((L - 2) // K + 1, n + 2))  # kept[s]: the scores of frame sK
-        lo, hi = 0, 0
-        for t in range(L):
-            lo, hi = _band(t, L, n, first[b], rest[b], lo, hi)
-            if _gather(scores[b, t], lab[lo:], e[lo:], hi - lo):
-                bad[b] = t
-                break
-            if t == 0:
-                prev[lo + 2:hi + 2] = e[lo:hi]
             else:
                 _max_step(prev, cur, lp, w1, w2, e, lo, hi)
+                if whole:
+                    _argmax_step(prev, lp, w1, w2, bp[t], lo, hi)
                 prev, cur = cur, prev
-            if t % K == 0 and t < L - 1:
+            if not whole and t % K == 0 and t < L - 1:
                 kept[t // K, :] = prev
         if bad[b] >= 0:
             continue
         f = _final_state(prev, n)
         best[b] = prev[f + 2]
-        bp = np.zeros((K, n), np.int8)
-        for s in range((L - 2) // K, -1, -1):
+        if whole:
+            for t in range(L - 1, 0, -1):
+                states[b, t] = f
+                f -= bp[t, f]
+        for s in range(-1 if whole else (L - 2) // K, -1, -1):
             t0, t1 = s * K, min((s + 1) * K, L - 1)  # recompute frames t0 + 1 .. t1
             prev[:] = kept[s]
             cur[:] = _NEG_INF
@@ -342,8 +313,7 @@ def _backward(scores, lengths, nstates, labels, loop, fwd, skip, first, rest, ne
                 bj[i] = _lse3(lpj[i] + ebj[i], u1j[i] + eb1[i], u2j[i] + eb2[i])
 
 
-_PY = {"viterbi": _viterbi, "viterbi_checkpointed": _viterbi_checkpointed, "forward": _forward,
-       "backward": _backward}
+_PY = {"viterbi": _viterbi, "forward": _forward, "backward": _backward}
 _KERNELS = {}
 
 
@@ -352,7 +322,7 @@ def _signature(kind: str, dtype):
     i64, f64 = numba.int64[::1], numba.float64[::1]
     i2, f2 = numba.int64[:, ::1], numba.float64[:, ::1]
     tables = (i64, i64, i2, f2, f2, numba.boolean[:, ::1], i2, i2, i64)
-    extra = {"viterbi": (f64, i2, i64), "viterbi_checkpointed": (numba.int64, f64, i2, i64),
+    extra = {"viterbi": (numba.int64, f64, i2, i64),
              "forward": (i64, f64, f64, i64),
              "backward": (i64, f64, f64, f64, dtype[:, :, :])}[kind]
     return numba.void(dtype[:, :, :], *tables, *extra)
@@ -378,13 +348,16 @@ def _run(name: str, threads: int, arrays) -> None:
 
 
 def viterbi(threads: int, *arrays) -> None:
-    """Runs :func:`_viterbi` on ``threads`` numba threads."""
-    _run("viterbi", threads, arrays)
+    """Runs :func:`_viterbi` keeping every backpointer (segment 0) on ``threads`` numba threads.
+
+    ``arrays``: the arguments of :func:`_viterbi` without ``segment``.
+    """
+    _run("viterbi", threads, (*arrays[:10], 0, *arrays[10:]))
 
 
 def viterbi_checkpointed(threads: int, *arrays) -> None:
-    """Runs :func:`_viterbi_checkpointed` on ``threads`` numba threads."""
-    _run("viterbi_checkpointed", threads, arrays)
+    """Runs :func:`_viterbi` with the checkpointed backtrace (``arrays`` with ``segment`` >= 1)."""
+    _run("viterbi", threads, arrays)
 
 
 def forward(threads: int, *arrays) -> None:
