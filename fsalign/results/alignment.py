@@ -17,7 +17,8 @@ import torch
 
 from fsalign.util import Seconds
 
-__all__ = ["TokenSpan", "WordSpan", "UntranscribedSpan", "Alignment", "Seconds", "spans_from_path", "frame_time_offset"]
+__all__ = ["TokenSpan", "WordSpan", "UntranscribedSpan", "Alignment", "Seconds", "spans_from_path", "frame_time_offset",
+           "frame_seconds"]
 
 
 
@@ -37,6 +38,11 @@ def frame_time_offset(frame_shift_s: Seconds, subsampling: int = 1) -> Seconds:
     return -(subsampling - 1) / 2 * frame_shift_s
 
 
+def frame_seconds(frame: float, frame_step_s: Seconds, offset_s: Seconds = 0.0) -> Seconds:
+    """Seconds of a frame boundary (whole or fractional frame): ``frame * frame_step_s + offset_s``, at least 0."""
+    return max(0.0, float(frame) * frame_step_s + offset_s)
+
+
 class _FrameSpan:
     """Frames [start, end) and their times; mixed into the span dataclasses."""
 
@@ -50,7 +56,7 @@ class _FrameSpan:
     def seconds(self, frame_shift_s: Seconds, subsampling: int = 1, offset_s: Seconds = 0.0) -> Tuple[Seconds, Seconds]:
         """(start, end) in seconds: ``frame * frame_shift_s * subsampling + offset_s``, at least 0."""
         step = frame_shift_s * subsampling
-        return max(0.0, self.start * step + offset_s), max(0.0, self.end * step + offset_s)
+        return frame_seconds(self.start, step, offset_s), frame_seconds(self.end, step, offset_s)
 
 
 @dataclass(frozen=True)

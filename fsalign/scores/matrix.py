@@ -26,7 +26,7 @@ from fsalign.engine.occupancy import expected_position_frames
 from fsalign.engine.scales import Scales
 from fsalign.engine.topology import TrainingGraphs
 from fsalign.engine.viterbi import best_paths
-from fsalign.results.alignment import Alignment, frame_time_offset
+from fsalign.results.alignment import Alignment, frame_seconds, frame_time_offset
 from fsalign.results.confidence import label_probabilities
 from fsalign.util import Seconds, valid_frame_mask
 
@@ -140,7 +140,7 @@ class ScoreMatrix:
 
     def frame_seconds(self, frame: float) -> Seconds:
         """Seconds of a frame boundary (a whole or fractional frame index), at least 0."""
-        return max(0.0, float(frame) * self.frame_step_s + self.time_offset_s)
+        return frame_seconds(frame, self.frame_step_s, self.time_offset_s)
 
     def best_paths(self, on_infeasible: str = "skip") -> List[Optional[Alignment]]:
         """Viterbi alignment of every utterance (None where too short, with ``on_infeasible="skip"``).

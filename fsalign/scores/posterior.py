@@ -143,7 +143,7 @@ class PosteriorScorer:
         Long utterances (``long_audio``) go through the model's windowed forward, if it has one.
         """
         windowed = getattr(self.model, "windowed_log_probs", None)
-        long = feature_lengths.cpu() * self.frame_shift_s > self.long_audio.threshold_s
+        long = torch.tensor([self.long_audio.is_long(n * self.frame_shift_s) for n in feature_lengths.tolist()])
         if callable(windowed) and bool(long.any()):
             log_probs, lengths = self._mixed(features, feature_lengths, long, windowed)
         else:
