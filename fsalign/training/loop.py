@@ -256,9 +256,11 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
                      "running_prior": crit.running.state_dict(), "epoch": epoch + 1, "step": step,
                      "best_dev_loss": best, "stage": crit.stage(epoch), "dev": metrics, "rng": rng_state(),
                      "warmup_end": crit.warmup_end}
-            save_checkpoint(state, last_path)
+            # last.pt is what a rerun resumes from, so it is written last: a kill between the two
+            # leaves best.pt ahead of last.pt, and the resumed epoch writes the same best.pt again
             if improved:
                 save_checkpoint(state, best_path)
+            save_checkpoint(state, last_path)
         if world > 1:
             shared = [crit.warmup_end]
             dist.broadcast_object_list(shared, src=0)  # rank 0 decides the stage

@@ -280,7 +280,13 @@ def test_load_checkpoint_gives_a_model_that_aligns(ctc_run, data_dir):
         assert all(0 <= s < e <= n * 0.04 + 1e-9 for s, e in times)
 
 
-def test_resume_after_kill_gives_same_weights_as_uninterrupted(data_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("kill_after", [("last.pt", 1), ("best.pt", 2)], ids=["last-epoch1", "best-epoch2"])
+def test_resume_after_kill_gives_same_weights_as_uninterrupted(data_dir, tmp_path, monkeypatch, kill_after):
+    """A kill right after a checkpoint write, then ``--resume``: the same last.pt, best.pt and evaluation.
+
+    ``best-epoch2`` dies between epoch 2's best.pt and its last.pt, so the rerun resumes from epoch 1
+    with a best.pt already ahead of it.
+    """
     extra = ("--epochs", "2", "--topology", "hmm", "--unit", "phone", "--warmup-epochs", "1", "--seed", "3")
     full = tmp_path / "full"
     training.train(_args(data_dir, full, *extra))
@@ -290,19 +296,22 @@ def test_resume_after_kill_gives_same_weights_as_uninterrupted(data_dir, tmp_pat
 
     def save_then_die(state, path):
         real_save(state, path)
-        if Path(path).name == "last.pt" and state["epoch"] == 1:
-            raise KeyboardInterrupt("simulated kill after epoch 1")
+        if (Path(path).name, state["epoch"]) == kill_after:
+            raise KeyboardInterrupt("simulated kill")
 
     monkeypatch.setattr(training_loop, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         training.train(_args(data_dir, killed, *extra))
     monkeypatch.setattr(training_loop, "save_checkpoint", real_save)
     assert torch.load(killed / "last.pt")["stage"] == "prior-warmup"
+    assert torch.load(killed / "best.pt")["epoch"] == kill_after[1]
     training.train(_args(data_dir, killed, *extra, "--resume"))
 
     a, b = torch.load(full / "last.pt"), torch.load(killed / "last.pt")
     assert a["epoch"] == b["epoch"] == 2 and a["step"] == b["step"] and b["stage"] == "main"
     assert _states_equal(a["model"], b["model"])
+    a, b = torch.load(full / "best.pt"), torch.load(killed / "best.pt")
+    assert a["epoch"] == b["epoch"] and _states_equal(a["model"], b["model"])
     assert json.loads((full / "eval.json").read_text())["loss"] == pytest.approx(
         json.loads((killed / "eval.json").read_text())["loss"], rel=1e-12
     )
