@@ -42,7 +42,7 @@ from fsalign.scores.priors import estimate_corpus_prior, prior_from_transcripts
 from fsalign.training.args import check_arguments, criterion_scales, topology_params
 from fsalign.training.criterion import StagedCriterion
 from fsalign.training.evaluation import evaluate
-from fsalign.util import check_output_path
+from fsalign.util import atomic_open, check_output_path
 
 __all__ = ["train_steps", "one_cycle_lr", "corpus_log_prior", "train"]
 
@@ -294,6 +294,7 @@ def _finish(model, loader, dev_loader, crit: StagedCriterion, args, device, last
     model.load_state_dict(final["model"])
     metrics = evaluate(model, dev_loader, crit.criterion(args.epochs - 1), device=device, tokenizer=tokenizer)
     metrics.update(checkpoint=str(best_path if best_path.is_file() else last_path), epoch=final["epoch"])
-    (Path(args.exp_dir) / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    with atomic_open(Path(args.exp_dir) / "eval.json", "w") as f:  # its presence means training is done
+        f.write(json.dumps(metrics, indent=2) + "\n")
     logger.info("final dev evaluation: %s", json.dumps(metrics))
     return metrics
