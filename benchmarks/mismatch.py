@@ -7,7 +7,9 @@ corrupted, seeded: ``--rate`` of all spoken words are deleted from the transcrip
 speech) and as many foreign words inserted (a word of the corpus vocabulary that the utterance
 does not contain, at a random place of a random utterance).
 
-Rows (one Aligner each, the checkpoint's training scales, posterior scores):
+Rows (one Aligner each, the checkpoint's training scales, posterior scores, ``fsalign align``'s
+default corpus prior, the best path's frame edges in every row: a mismatch alignment has no
+posterior-mean boundaries):
 
 * ``clean``: the clean transcripts, mismatch not allowed (the baseline);
 * ``clean+mismatch``: the clean transcripts with mismatch allowed (must not lose accuracy);
@@ -26,7 +28,8 @@ mismatch rows for several penalties to choose them.
 
 Usage: python benchmarks/mismatch.py --checkpoint CKPT --cuts CUTS [--rate 0.05] [--seed 0]
        [--garbage-penalty 1.0] [--skip-penalty 6.0] [--garbage-score max]
-       [--garbage-entry-penalty 0] [--grid GARBAGE,SKIP,SCORE[,ENTRY] ...] [--threads 1] [--limit N]
+       [--garbage-entry-penalty 0] [--grid GARBAGE,SKIP,SCORE[,ENTRY] ...] [--prior-scale B] [--threads 1]
+       [--limit N]
        [--json out.json]
 """
 import argparse
@@ -162,6 +165,8 @@ def main(argv=None):
     parser.add_argument("--garbage-entry-penalty", type=float, default=MismatchOptions().garbage_entry_penalty)
     parser.add_argument("--grid", nargs="*", default=[],
                         help="more GARBAGE,SKIP,SCORE[,ENTRY] settings of the mismatch rows")
+    parser.add_argument("--prior-scale", type=float, default=None,
+                        help="β of the corpus prior (default: fsalign align's, 1 with a checkpoint that has one)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--limit", type=int, default=None, help="the first N cuts only")
     parser.add_argument("--json", type=Path, default=None)
@@ -190,7 +195,8 @@ def main(argv=None):
                  ((x.split(",") + [0.0])[:4] for x in args.grid)]
 
     def aligner(options):
-        return Aligner(make_scorer(loaded, "posterior", mismatch=options), loaded.tokenizer)
+        scorer = make_scorer(loaded, "posterior", prior_scale=args.prior_scale, mismatch=options)
+        return Aligner(scorer, loaded.tokenizer, "viterbi")
 
     rows = {}
     t = time.perf_counter()

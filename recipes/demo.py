@@ -6,8 +6,8 @@
 3. The shipped corpus (``data/LibriSpeech``): ``recipes/librispeech/prepare.py`` (cuts, fbank,
    tokenizers), then ``recipes/librispeech/train.py`` for a small HMM-phone and a small
    CTC-char model on the CPU.
-4. ``fsalign align`` of the dev part with every method (HMM Viterbi; CTC Viterbi plain and with
-   the corpus prior, Table 14; GradScore, GradScoreExt) into CTM and TextGrids, ``fsalign tse``
+4. ``fsalign align`` of the dev part with every method (HMM and CTC posteriors with the defaults,
+   and with the best path's frame edges and no prior; GradScore, GradScoreExt) into CTM and TextGrids, ``fsalign tse``
    against the shipped reference word times, printed as one table, and ``fsalign plot`` PNGs.
 5. ``fsalign align-corpus`` of the same corpus laid out as a user keeps it (``data/mfa_example``:
    speaker folders, mixed audio formats, written transcripts) with the HMM: one TextGrid per file.
@@ -41,13 +41,17 @@ MODELS = {  # name -> train.py flags
     "hmm_phone": ["--topology", "hmm", "--unit", "phone"],
     "ctc_char": ["--topology", "ctc", "--unit", "char"],
 }
-METHODS = [  # (row label, model, fsalign align flags)
-    ("HMM phone, Viterbi", "hmm_phone", ["--scores", "posterior"]),
-    ("CTC char, Viterbi", "ctc_char", ["--scores", "posterior"]),
-    ("CTC char, Viterbi, prior scale 1.0", "ctc_char", ["--scores", "posterior", "--prior-scale", "1.0"]),
-    ("CTC char, GradScore", "ctc_char", ["--scores", "grad"]),
-    ("CTC char, GradScoreExt", "ctc_char", ["--scores", "gradext"]),
+METHODS = [  # (row label, name of its outputs, model, fsalign align flags)
+    ("HMM phone (defaults)", "hmm_default", "hmm_phone", []),
+    ("CTC char (defaults)", "ctc_default", "ctc_char", []),
+    ("HMM phone, frame edges, no prior", "hmm_edges", "hmm_phone", ["--boundaries", "viterbi", "--prior-scale", "0"]),
+    ("CTC char, frame edges, no prior", "ctc_edges", "ctc_char", ["--boundaries", "viterbi", "--prior-scale", "0"]),
+    ("CTC char, GradScore", "ctc_grad", "ctc_char", ["--scores", "grad"]),
+    ("CTC char, GradScoreExt", "ctc_gradext", "ctc_char", ["--scores", "gradext"]),
 ]
+"""The defaults of ``fsalign align`` with posterior scores: posterior-mean boundaries
+(``--boundaries expected``) and the checkpoint's corpus prior at β = 1 (Table 14); the rows
+"frame edges, no prior" are the best path's frame edges without a prior."""
 
 
 def demo_engine() -> None:
@@ -109,9 +113,9 @@ def demo_corpus(out: Path, epochs: int) -> None:
     dev_cuts = data / f"cuts_{DEV_PART}.jsonl.gz"
     ali_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for i, (label, model, flags) in enumerate(METHODS):
+    for i, (label, name, model, flags) in enumerate(METHODS):
         t1 = time.time()
-        ctm = ali_dir / f"{i}_{model}_{flags[1]}.ctm"
+        ctm = ali_dir / f"{name}.ctm"
         ckpt = exp / model / "best.pt"
         _run([py, "-m", "fsalign.cli.main", "align", "--checkpoint", str(ckpt), "--cuts", str(dev_cuts),
               "--output", str(ctm), *flags, "--no-progress"])

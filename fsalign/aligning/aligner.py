@@ -40,13 +40,25 @@ from fsalign.scores.matrix import ScoreMatrix
 from fsalign.scores.posterior import PosteriorScorer
 from fsalign.util import LongAudio, Seconds, check_option
 
-__all__ = ["SCORES", "BOUNDARIES", "MISMATCH_NEEDS_POSTERIOR", "AlignResult", "Aligner", "make_scorer", "align_cuts",
-           "has_decoder", "grad_weights"]
+__all__ = ["SCORES", "BOUNDARIES", "default_boundaries", "MISMATCH_NEEDS_POSTERIOR", "AlignResult", "Aligner",
+           "make_scorer", "align_cuts", "has_decoder", "grad_weights"]
 
 logger = logging.getLogger(__name__)
 
 BOUNDARIES = ("viterbi", "expected")
 """Where :class:`Aligner` puts word and token boundaries (its ``boundaries`` argument)."""
+
+
+def default_boundaries(scorer: Union[PosteriorScorer, GradientScorer]) -> str:
+    """The boundaries of an :class:`Aligner` built without ``boundaries``.
+
+    ``"expected"`` where ``scorer``'s topology is a built-in one (CTC, relaxed, HMM; gradient
+    scores), else ``"viterbi"`` (a custom topology, ``--allow-mismatch``). The posterior-mean
+    boundaries measured better than the best path's frame edges for every model and corpus in
+    docs/results.md.
+    """
+    topology = getattr(scorer, "graph_topology", None)
+    return "expected" if topology is None or isinstance(topology, (CtcTopology, HmmTopology)) else "viterbi"
 
 
 class Aligner:
@@ -66,15 +78,18 @@ class Aligner:
         (:meth:`~fsalign.scores.matrix.ScoreMatrix.expected_boundaries`), finer than a frame; the
         words and their order are the best path's either way. Built-in topologies only; a long
         recording gets the best path's boundaries (the full sum over it is not memory-bounded).
+        None (the default): ``"expected"`` where the scorer's topology allows it, else
+        ``"viterbi"`` (:func:`default_boundaries`).
       long_audio: when a recording is long; None: the scorer's (or the default).
     """
 
     def __init__(self, scorer: Union[PosteriorScorer, GradientScorer], tokenizer: Tokenizer,
-                 boundaries: str = "viterbi", long_audio: Optional[LongAudio] = None):
+                 boundaries: Optional[str] = None, long_audio: Optional[LongAudio] = None):
+        if boundaries is None:
+            boundaries = default_boundaries(scorer)
         check_option("boundaries", boundaries, boundaries in BOUNDARIES, f"one of {BOUNDARIES}")
         if boundaries == "expected":
-            topology = getattr(scorer, "graph_topology", None)
-            check_option("boundaries", boundaries, topology is None or isinstance(topology, (CtcTopology, HmmTopology)),
+            check_option("boundaries", boundaries, default_boundaries(scorer) == "expected",
                          "'viterbi' with a custom topology or --allow-mismatch (expected boundaries need a "
                          "built-in CTC, relaxed or HMM topology)")
         self.boundaries = boundaries
@@ -86,8 +101,8 @@ class Aligner:
         self.device = next(self.model.parameters()).device
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: LoadedCheckpoint, scores: str = "posterior", boundaries: str = "viterbi",
-                        **options) -> "Aligner":
+    def from_checkpoint(cls, checkpoint: LoadedCheckpoint, scores: str = "posterior",
+                        boundaries: Optional[str] = None, **options) -> "Aligner":
         """``Aligner(make_scorer(checkpoint, scores, **options), checkpoint.tokenizer, boundaries, long_audio)``."""
         return cls(make_scorer(checkpoint, scores, **options), checkpoint.tokenizer, boundaries,
                    options.get("long_audio"))

@@ -297,7 +297,7 @@ def score_cut(
     text: str,
     kind: str = "posterior",
     topology: Optional[str] = None,
-    prior_scale: float = 0.0,
+    prior_scale: Optional[float] = None,
     blank_penalty: float = 0.0,
     p: float = 0.1,
     utt_id: str = "",
@@ -319,7 +319,7 @@ def score_cut(
       text: the transcript.
       kind: "posterior", "grad" or "gradext".
       topology: "ctc", "hmm" or "relaxed" for posterior alignment, or None (the checkpoint's).
-      prior_scale: β (posterior only; needs a checkpoint with a corpus prior if != 0).
+      prior_scale: β (posterior only); None: 1 with the checkpoint's corpus prior, if any, else 0.
       blank_penalty: k added to the blank log-probability (posterior only).
       p: the p-norm of G.
       utt_id: named in errors.

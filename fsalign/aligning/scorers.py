@@ -16,9 +16,13 @@ from fsalign.scores.gradscore import VARIANTS, GradientScorer, grad_source_weigh
 from fsalign.scores.posterior import PosteriorScorer
 from fsalign.util import LongAudio, check_option, is_finite_number
 
-__all__ = ["SCORES", "MISMATCH_NEEDS_POSTERIOR", "make_scorer", "has_decoder", "grad_weights"]
+__all__ = ["SCORES", "DEFAULT_PRIOR_SCALE", "MISMATCH_NEEDS_POSTERIOR", "make_scorer", "has_decoder", "grad_weights"]
 
 SCORES = ("posterior", *VARIANTS)
+
+DEFAULT_PRIOR_SCALE = 1.0
+"""β of posterior alignment with a checkpoint that has a corpus prior (Table 14's prior
+correction): it shrinks the over-long pauses of full-sum models; docs/results.md measures it."""
 
 MISMATCH_NEEDS_POSTERIOR = (
     "allowing transcripts that do not match the audio (--allow-mismatch) needs --scores posterior: gradient "
@@ -64,11 +68,11 @@ def grad_weights(scores: str, grad_source: Optional[str] = None, aed_weight: Opt
 
 
 def make_scorer(checkpoint: LoadedCheckpoint, scores: str = "posterior", topology: Optional[str] = None,
-                prior_scale: float = 0.0, blank_penalty: float = 0.0, posterior_scale: Optional[float] = None,
-                transition_scale: Optional[float] = None, grad_p: float = 0.1, grad_chunk_size: Optional[int] = 32,
-                grad_blank_score: float = -6.0, grad_percentile: float = 60.0, grad_prefix: str = "forward",
-                grad_source: Optional[str] = None, aed_weight: Optional[float] = None,
-                mismatch: Optional[MismatchOptions] = None,
+                prior_scale: Optional[float] = None, blank_penalty: float = 0.0,
+                posterior_scale: Optional[float] = None, transition_scale: Optional[float] = None,
+                grad_p: float = 0.1, grad_chunk_size: Optional[int] = 32, grad_blank_score: float = -6.0,
+                grad_percentile: float = 60.0, grad_prefix: str = "forward", grad_source: Optional[str] = None,
+                aed_weight: Optional[float] = None, mismatch: Optional[MismatchOptions] = None,
                 long_audio: LongAudio = LongAudio()) -> Union[PosteriorScorer, GradientScorer]:
     """The scorer of a checkpoint, every option checked.
 
@@ -77,7 +81,9 @@ def make_scorer(checkpoint: LoadedCheckpoint, scores: str = "posterior", topolog
       scores: "posterior" (Viterbi on the model's posteriors), "grad" (GradScore) or
         "gradext" (GradScoreExt).
       topology: "ctc", "hmm" or "relaxed" for posterior alignment; None: the training topology.
-      prior_scale: β; needs the checkpoint's corpus prior when != 0.
+      prior_scale: β, subtracting β·log prior from the posteriors; needs the checkpoint's corpus
+        prior when != 0. None: :data:`DEFAULT_PRIOR_SCALE` when the checkpoint has a corpus prior
+        (the recipe stores one at the end of training) and ``mismatch`` is None, else 0.
       blank_penalty: added to the blank/silence log-probability before renormalising (Table 14).
       posterior_scale: α; None: the training criterion's (with the training topology), else 1.
       transition_scale: γ; None: as ``posterior_scale``.
@@ -120,6 +126,8 @@ def make_scorer(checkpoint: LoadedCheckpoint, scores: str = "posterior", topolog
     topo = trained if same else make_topology(topology, model.num_labels)
     criterion = (metadata.get("criterion") or {}) if same else {}
     log_prior = None
+    if prior_scale is None:  # (the mismatch penalties were chosen without a prior: docs/mismatch.md)
+        prior_scale = DEFAULT_PRIOR_SCALE if metadata.get("corpus_prior") is not None and mismatch is None else 0.0
     if prior_scale:
         log_prior = metadata.get("corpus_prior")
         if log_prior is None:

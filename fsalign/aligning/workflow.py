@@ -68,7 +68,8 @@ class CorpusJob:
       allow_mismatch: transcripts may not match the audio exactly (:mod:`fsalign.engine.mismatch`, default
         penalties): untranscribed speech is given to garbage, transcript words that were not spoken are
         skipped, and the outputs and the report mark both. Training uses the transcripts as they are.
-      boundaries: "viterbi" or "expected" (:data:`~fsalign.aligning.aligner.BOUNDARIES`).
+      boundaries: "viterbi" or "expected" (:data:`~fsalign.aligning.aligner.BOUNDARIES`); None:
+        "expected", or "viterbi" with ``allow_mismatch``.
       long_threshold: seconds above which a recording is long (:class:`~fsalign.util.LongAudio`): its
         features are computed while aligning, it is not trained on, and it is aligned alone with the
         windowed encoder and the bounded-memory Viterbi.
@@ -91,7 +92,7 @@ class CorpusJob:
     grad_source: Optional[str] = None
     aed_weight: Optional[float] = None
     allow_mismatch: bool = False
-    boundaries: str = "viterbi"
+    boundaries: Optional[str] = None
     long_threshold: float = 60.0
 
     @property
@@ -123,6 +124,8 @@ class CorpusJob:
         check_option("--allow-mismatch", self.allow_mismatch, isinstance(self.allow_mismatch, bool), "True or False")
         if self.allow_mismatch and self.scores != "posterior":
             raise FsalignError(MISMATCH_NEEDS_POSTERIOR)
+        if self.boundaries is None:
+            self.boundaries = "viterbi" if self.allow_mismatch else "expected"
         check_option("--boundaries", self.boundaries, self.boundaries in BOUNDARIES, f"one of {BOUNDARIES}")
         check_option("--boundaries", self.boundaries, not (self.allow_mismatch and self.boundaries == "expected"),
                      "'viterbi' with --allow-mismatch")

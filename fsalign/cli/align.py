@@ -69,14 +69,15 @@ def _mismatch_options(allow: bool, garbage_penalty, skip_penalty, scores: str):
               help="posterior: Viterbi on the model's output; grad/gradext: GradScore/GradScoreExt on the "
                    "input gradients (10 ms resolution).")
 @click.option("--level", type=click.Choice(["word", "token"]), default="word", help="Spans written to a CTM.")
-@click.option("--boundaries", type=click.Choice(["viterbi", "expected"]), default="viterbi",
+@click.option("--boundaries", type=click.Choice(["viterbi", "expected"]), default=None,
               help="viterbi: word and token times at the frame edges of the best path; expected: the posterior-mean "
                    "boundary over all paths, finer than a frame (built-in topologies, not with --allow-mismatch); "
-                   "see docs/align.md.")
+                   "see docs/align.md.  [default: expected; viterbi with --allow-mismatch]")
 @click.option("--topology", type=click.Choice(["ctc", "hmm", "relaxed"]), default=None,
               help="Topology for posterior alignment.  [default: the one the model was trained with]")
-@click.option("--prior-scale", type=float, default=0.0,
-              help="β: subtract β·log prior (the checkpoint's corpus prior) from the posteriors.")
+@click.option("--prior-scale", type=float, default=None,
+              help="β: subtract β·log prior (the checkpoint's corpus prior) from the posteriors.  [default: 1 when "
+                   "the checkpoint has a corpus prior (the recipe stores one), 0 without one or with --allow-mismatch]")
 @click.option("--blank-penalty", type=float, default=0.0,
               help="k: added to the blank/silence log-probability before renormalising (negative: less blank).")
 @click.option("--posterior-scale", type=float, default=None,

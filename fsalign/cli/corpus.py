@@ -44,9 +44,10 @@ __all__ = ["align_corpus"]
               help="Transcripts may not match the audio exactly: untranscribed speech is given to a garbage state, "
                    "transcript words that were not spoken are skipped; outputs and report mark both.  "
                    "[default: off]")
-@click.option("--boundaries", type=click.Choice(["viterbi", "expected"]), default="viterbi",
+@click.option("--boundaries", type=click.Choice(["viterbi", "expected"]), default=None,
               help="viterbi: times at the frame edges of the best path; expected: the posterior-mean boundary over "
-                   "all paths, finer than a frame (not with --allow-mismatch; see fsalign align).")
+                   "all paths, finer than a frame (not with --allow-mismatch; see fsalign align).  [default: expected; "
+                   "viterbi with --allow-mismatch]")
 @click.option("--long-threshold", type=float, default=60.0,
               help="Seconds above which a recording is long: not trained on, aligned alone with the windowed encoder "
                    "and the bounded-memory Viterbi (posterior scores; see docs/long_audio.md).")

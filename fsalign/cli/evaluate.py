@@ -145,8 +145,9 @@ def _find_cut(cuts_path: Path, cut_id: str):
 @click.option("--topology", type=click.Choice(["ctc", "hmm", "relaxed"]), default=None,
               help="topology of the posterior alignment (default: the one the model was trained with, "
                    "with its training posterior/transition scales; another topology is used with scales 1)")
-@click.option("--prior-scale", type=float, default=0.0, show_default=True,
-              help="β: subtract β times the checkpoint's corpus log prior (posterior scores)")
+@click.option("--prior-scale", type=float, default=None,
+              help="β: subtract β times the checkpoint's corpus log prior (posterior scores) (default: 1 when the "
+                   "checkpoint has a corpus prior, else 0, as fsalign align)")
 @click.option("--blank-penalty", type=float, default=0.0, show_default=True,
               help="k added to the blank/silence logit before renormalising (posterior scores, Table 14)")
 @click.option("--p", "p_norm", type=float, default=0.1, show_default=True, help="p of the p-norm in G (eq. 22)")

@@ -112,9 +112,10 @@ def test_ctm_words_follow_tokens_and_match_engine(setup, tmp_path):
     (token CTM), at multiples of 40 ms less 15 ms (frame_time_offset) or 0, equal to
     viterbi_align run directly on one cut."""
     root, ckpt, cuts = setup
-    _align(ckpt, cuts, tmp_path / "w.ctm")
-    _align(ckpt, cuts, tmp_path / "t.ctm", "--level", "token")
-    _align(ckpt, cuts, tmp_path / "workers.ctm", "--num-workers", "2")
+    edges = ("--boundaries", "viterbi", "--prior-scale", "0")  # the best path's frame edges, no prior
+    _align(ckpt, cuts, tmp_path / "w.ctm", *edges)
+    _align(ckpt, cuts, tmp_path / "t.ctm", "--level", "token", *edges)
+    _align(ckpt, cuts, tmp_path / "workers.ctm", "--num-workers", "2", *edges)
     assert (tmp_path / "workers.ctm").read_bytes() == (tmp_path / "w.ctm").read_bytes()
     words, tokens, texts = _ctm(tmp_path / "w.ctm"), _ctm(tmp_path / "t.ctm"), _texts(cuts)
     assert list(words) == list(texts)  # cuts' order
@@ -202,7 +203,7 @@ def test_posterior_options_match_engine(setup, tmp_path):
     """--topology, --prior-scale, --blank-penalty, --posterior-scale reach viterbi_align as given."""
     root, ckpt, cuts = setup
     _align(ckpt, cuts, tmp_path / "o.ctm", "--topology", "relaxed", "--prior-scale", "0.5",
-           "--blank-penalty", "-2", "--posterior-scale", "0.8")
+           "--blank-penalty", "-2", "--posterior-scale", "0.8", "--boundaries", "viterbi")
     got = _ctm(tmp_path / "o.ctm")
     loaded = load_checkpoint(ckpt)
     cut = list(CutSet.from_file(cuts))[2]
@@ -228,7 +229,7 @@ def test_gradient_scores_at_10ms_match_engine(setup, tmp_path, scores):
     utts = shipped_utterances()
     cuts = tmp_path / "short.jsonl.gz"
     CutSet.from_cuts(make_cut(u, t, f) for u, t, f in (utts[2], utts[5])).to_file(cuts)  # 2.2 s, 2.5 s
-    _align(ckpt, cuts, tmp_path / "g.ctm", "--scores", scores)
+    _align(ckpt, cuts, tmp_path / "g.ctm", "--scores", scores, "--boundaries", "viterbi")
     got = _ctm(tmp_path / "g.ctm")
     texts = _texts(cuts)
     assert {u: [w for w, _, _ in s] for u, s in got.items()} == texts

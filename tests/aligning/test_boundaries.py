@@ -96,3 +96,46 @@ def test_cli_writes_expected_times_and_checks_the_option(tmp_path):
                                        "--no-progress", "--device", "cpu"])
     assert result.exit_code == 1 and "boundaries" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_the_default_is_expected_where_it_exists():
+    from fsalign.aligning.aligner import default_boundaries
+    from fsalign.engine.topology import Topology
+
+    assert Aligner(PosteriorScorer(OracleModel(), CtcTopology(28)), CharTokenizer()).boundaries == "expected"
+    scorer = PosteriorScorer(OracleModel(), CtcTopology(28), mismatch=MismatchOptions())
+    assert default_boundaries(scorer) == "viterbi" and Aligner(scorer, CharTokenizer()).boundaries == "viterbi"
+
+    # the same CTC as a user-built FST: k2's graphs, no occupancy kernel for them
+    custom = Topology.from_fst(CtcTopology(28).fst, 28)
+    assert Aligner(PosteriorScorer(OracleModel(), custom), CharTokenizer()).boundaries == "viterbi"
+
+
+def test_cli_defaults_are_expected_boundaries_and_the_corpus_prior(tmp_path):
+    """No option = ``--boundaries expected --prior-scale 1`` (the checkpoint has a corpus prior); a checkpoint
+    without one aligns as ``--prior-scale 0``; ``--allow-mismatch`` alone gets frame edges and no prior."""
+    import torch
+
+    cuts = make_tiny_cuts(tmp_path, 3)
+    ckpt = make_tiny_checkpoint(tmp_path, "hmm", train_steps=2, cuts=cuts)
+    state = torch.load(ckpt)
+    state["corpus_prior"] = None
+    torch.save(state, tmp_path / "no_prior.pt")
+
+    def run(name, *options, checkpoint=ckpt):
+        out = tmp_path / f"{name}.ctm"
+        result = CliRunner().invoke(main, ["align", "--checkpoint", str(checkpoint), "--cuts", str(cuts), "--output",
+                                           str(out), "--no-progress", "--device", "cpu", *options])
+        assert result.exit_code == 0, result.output
+        return out.read_bytes()
+
+    default = run("default")
+    assert default == run("explicit", "--boundaries", "expected", "--prior-scale", "1")
+    assert default != run("no_prior_asked", "--boundaries", "expected", "--prior-scale", "0")
+    assert default != run("edges", "--boundaries", "viterbi", "--prior-scale", "1")
+    assert run("none", checkpoint=tmp_path / "no_prior.pt") == run("none0", "--boundaries", "expected",
+                                                                  "--prior-scale", "0")
+    assert run("mismatch") != run("mismatch_prior", "--allow-mismatch", "--prior-scale", "1")
+    assert run("mismatch", "--allow-mismatch") == run("mismatch_edges", "--allow-mismatch", "--boundaries", "viterbi",
+                                                      "--prior-scale", "0")
+    assert run("mismatch") != run("mismatch_prior", "--allow-mismatch", "--prior-scale", "1")
