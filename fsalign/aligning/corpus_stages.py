@@ -214,7 +214,11 @@ def align(job, work: Path, cuts, corpus_cuts, tokenizer, checkpoint: Path) -> Li
                                   long_audio=job.long_audio),
                       tokenizer, job.boundaries, job.long_audio)
     header = {"checkpoint": str(checkpoint), "size": checkpoint.stat().st_size, **aligner.settings()}
-    journal = Journal(work / "align.journal.jsonl", header)
+    try:
+        journal = Journal(work / "align.journal.jsonl", header)
+    except FsalignError:  # written with other alignment settings (another version's defaults): align again
+        logger.info("the alignment journal holds other settings; aligning every recording again")
+        journal = Journal(work / "align.journal.jsonl", header, restart=True)
     batch_duration = 0.0 if job.scores != "posterior" and aligner.device.type == "cpu" else 100.0  # as fsalign align
     try:
         done = set(journal.offsets)

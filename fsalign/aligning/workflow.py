@@ -179,14 +179,29 @@ class _Clock:
         self.stages[stage] = round(time.perf_counter() - since, 1)
 
 
+ALIGNMENT_SETTINGS = ("scores", "grad_source", "aed_weight", "allow_mismatch", "boundaries")
+"""The settings that only the alignment stage depends on: a rerun that changes only these realigns
+with the earlier run's features and model."""
+
+
 def _check_settings(job: CorpusJob) -> None:
     path = job.output / "work" / "settings.json"
     settings = json.loads(json.dumps(job.settings()))
     if path.is_file():
-        if json.loads(path.read_text()) != settings:
+        earlier = json.loads(path.read_text())
+        if earlier == settings:
+            return
+
+        def upstream(d: Dict[str, Any]) -> Dict[str, Any]:
+            return {k: v for k, v in d.items() if k not in ALIGNMENT_SETTINGS}
+
+        if upstream(earlier) != upstream(settings):
             raise FsalignError(f"{job.output} holds a run with other settings or another corpus; choose another "
                                f"output folder, or delete {job.output / 'work'} and {job.output / 'report.json'}")
-        return
+        logger.info("%s: other alignment settings than the earlier run's; aligning again with its features and "
+                    "model", job.output)
+        for stale in (job.output / "report.json", job.output / "work" / "align.journal.jsonl"):
+            stale.unlink(missing_ok=True)
     with atomic_open(path, "w", encoding="utf-8") as f:
         f.write(json.dumps(settings, indent=2, sort_keys=True) + "\n")
 

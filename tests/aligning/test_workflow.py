@@ -122,6 +122,34 @@ def test_a_run_with_other_settings_into_the_same_folder_is_refused(tiny, tmp_pat
     assert other.exit_code == 1 and "other settings" in other.output and "Traceback" not in other.output
 
 
+def test_a_rerun_with_other_alignment_settings_aligns_again(tiny, tmp_path):
+    """Only alignment settings changed (here --boundaries): the earlier features and model are kept, every file
+    is aligned again, and the outputs are those of a fresh run; a journal of other settings is started over."""
+    root, checkpoint = tiny
+    corpus = _copy(tmp_path, extra=False)
+    out, fresh = tmp_path / "out", tmp_path / "fresh"
+    assert _run(corpus, out, "--checkpoint", checkpoint, "--boundaries", "viterbi").exit_code == 0
+    edges = (out / "alignments.ctm").read_bytes()
+    feats = (out / "work" / "feats.lca").stat().st_mtime_ns
+    assert _run(corpus, out, "--checkpoint", checkpoint).exit_code == 0
+    assert _run(corpus, fresh, "--checkpoint", checkpoint).exit_code == 0
+    assert (out / "work" / "feats.lca").stat().st_mtime_ns == feats
+    for name in ["alignments.ctm", "alignments.jsonl.gz", *(f"{s}/{t}.TextGrid" for s, t in PICK)]:
+        assert (out / name).read_bytes() == (fresh / name).read_bytes(), name
+    assert (out / "alignments.ctm").read_bytes() != edges
+    # the same settings, but a journal another version wrote (other defaults in its header)
+    journal = out / "work" / "align.journal.jsonl"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    other = lines[0].replace(b'"prior_scale":1.0', b'"prior_scale":0.5')
+    assert other != lines[0]
+    journal.write_bytes(other + b"".join(lines[1:]))
+    (out / "report.json").unlink()
+    (out / "alignments.ctm").unlink()
+    assert _run(corpus, out, "--checkpoint", checkpoint).exit_code == 0
+    assert (out / "alignments.ctm").read_bytes() == (fresh / "alignments.ctm").read_bytes()
+    assert journal.read_bytes().splitlines()[0] == lines[0].rstrip(b"\n")
+
+
 @pytest.mark.parametrize("case", ["missing corpus", "output is a file", "bad checkpoint", "empty corpus",
                                   "bad epochs", "read-only output"])
 def test_user_errors_are_one_line(tiny, tmp_path, case):
