@@ -141,7 +141,12 @@ def test_align_corpus_checks_the_grad_source_first_and_records_it(setup, tmp_pat
     assert done.exit_code == 0, done.output
     settings = json.loads((out / "work" / "settings.json").read_text())
     assert (settings["scores"], settings["aed_weight"]) == ("grad", 0.3) and "grad_source" not in settings
-    other = runner.invoke(main, [*args, "--aed-weight", "0.5"])
+    written = (out / "alignments.ctm").stat().st_mtime_ns
+    realigned = runner.invoke(main, [*args, "--aed-weight", "0.5"])  # an alignment setting only: aligns again
+    assert realigned.exit_code == 0, realigned.output
+    assert json.loads((out / "work" / "settings.json").read_text())["aed_weight"] == 0.5
+    assert (out / "alignments.ctm").stat().st_mtime_ns != written
+    other = runner.invoke(main, [*args[:4], str(setup["plain"]), *args[5:]])  # another model: refused
     assert other.exit_code == 1 and "other settings" in other.output
 
 

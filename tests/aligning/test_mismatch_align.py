@@ -237,7 +237,7 @@ def test_outputs_of_one_run_agree_and_resume_is_byte_identical(tiny, tmp_path, m
     assert out.read_bytes() == (tmp_path / "a.jsonl.gz").read_bytes()
 
 
-def test_align_corpus_reports_skipped_words_per_file_and_refuses_another_setting(tiny, tmp_path):
+def test_align_corpus_reports_skipped_words_per_file_and_a_rerun_without_it_aligns_again(tiny, tmp_path):
     from tests.aligning.test_workflow import _copy
 
     root, ckpt, _ = tiny
@@ -255,9 +255,11 @@ def test_align_corpus_reports_skipped_words_per_file_and_refuses_another_setting
         assert [w for p in grid.getTier("skipped").entries for w in p.label.split()] == words
     grid = textgrid.openTextgrid(str(next(out.rglob("*.TextGrid"))), includeEmptyIntervals=False)
     assert {"untranscribed", "skipped"} <= set(grid.tierNames)
-    (out / "report.json").unlink()  # unfinished: a rerun would continue, but not with another setting
-    result = CliRunner().invoke(main, args, catch_exceptions=False)
-    assert result.exit_code == 1 and "other settings" in result.output
+    result = CliRunner().invoke(main, args, catch_exceptions=False)  # without the option: aligned again
+    assert result.exit_code == 0, result.output
+    assert "mismatch" not in json.loads((out / "report.json").read_text())
+    grid = textgrid.openTextgrid(str(next(out.rglob("*.TextGrid"))), includeEmptyIntervals=False)
+    assert not {"untranscribed", "skipped"} & set(grid.tierNames)
 
 
 def test_align_corpus_refuses_mismatch_with_gradient_scores(tmp_path):
