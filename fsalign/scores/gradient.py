@@ -95,11 +95,8 @@ class AedModel(EncoderModel, Protocol):
     """An attention encoder-decoder model, scored teacher-forced."""
 
     def aed_log_probs(
-        self,
-        encoder_out: torch.Tensor,
-        encoder_lengths: torch.Tensor,
-        targets: torch.Tensor,
-        target_lengths: torch.Tensor,
+        self, encoder_out: torch.Tensor, encoder_lengths: torch.Tensor, targets: torch.Tensor,
+        target_lengths: torch.Tensor
     ) -> torch.Tensor:
         """Decoder log-probabilities of shape (B, S+1, V), teacher-forced.
 
