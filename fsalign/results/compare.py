@@ -24,15 +24,22 @@ from fsalign.results.metrics import (
 )
 from fsalign.results.times import TimedSpan, UtteranceTimes
 
-__all__ = ["TOLERANCES_MS", "ERROR_FIELDS", "AlignmentComparison", "AlignmentComparer", "SideStats",
-           "compare_alignments", "word_mismatch", "word_tokens", "with_tokens", "error_lines"]
+__all__ = ["TOLERANCES_MS", "PLACES", "PAUSE_MIN_MS", "ERROR_FIELDS", "AlignmentComparison", "AlignmentComparer",
+           "SideStats", "compare_alignments", "word_mismatch", "word_tokens", "with_tokens", "error_lines"]
 
 TOLERANCES_MS = (10, 20, 25, 50)
 """The tolerances of ``within_ms`` and ``token_within_ms``: a boundary is within τ when |Δ| <= τ."""
 
+PLACES = ("between_words", "after_pause", "before_pause")
+"""The places of ``by_place``, by the reference: a start or end where two words touch, a start after a
+pause (or the first word's), an end before a pause (or the last word's)."""
+
+PAUSE_MIN_MS = 10.0
+"""A gap between two reference words of at least this many ms is a pause (shorter gaps: rounding)."""
+
 ERROR_FIELDS = ("tse_boundary_ms", "tse_centre_ms", "onset_ms", "offset_ms", "onset_bias_ms", "offset_bias_ms",
-                "within_ms", "num_words", "num_utterances", "skipped_words", "token_boundary_ms", "token_within_ms",
-                "num_tokens", "token_words", "token_words_skipped")
+                "within_ms", "by_place", "num_words", "num_utterances", "skipped_words", "token_boundary_ms",
+                "token_within_ms", "num_tokens", "token_words", "token_words_skipped")
 """The fields of :meth:`AlignmentComparison.errors` (``EXP/eval.json`` and the align-corpus report)."""
 
 
@@ -78,6 +85,9 @@ class AlignmentComparison:
       onset_bias_ms, offset_bias_ms: mean Δstart and mean Δend (> 0: the hypothesis is late).
       within_ms: per tolerance of :data:`TOLERANCES_MS` (``"10"``, ...), the share of word
         boundaries (each word's start and its end: 2 N_words) with |Δ| <= τ.
+      by_place: per place of :data:`PLACES`, ``{"boundaries": n, "error_ms": mean |Δ|, "bias_ms":
+        mean Δ}`` over the word boundaries there (the errors None where there are none): where
+        the error is, e.g. ends before pauses that come early because the pause grew.
       skipped_words: reference words of the skipped utterances.
       token_boundary_ms: token boundary error: mean over compared tokens of (|Δstart| + |Δend|) / 2
         (MFA's alignment score; the TSE of the tokens); None when no token was compared.
@@ -103,6 +113,7 @@ class AlignmentComparison:
     onset_bias_ms: Optional[float] = None
     offset_bias_ms: Optional[float] = None
     within_ms: Dict[str, float] = field(default_factory=dict)
+    by_place: Dict[str, Dict[str, Optional[float]]] = field(default_factory=dict)
     skipped_words: int = 0
     token_boundary_ms: Optional[float] = None
     token_within_ms: Dict[str, float] = field(default_factory=dict)
@@ -192,6 +203,19 @@ class AlignmentComparer:
         self.all_tokens = {"ref": True, "hyp": True}
         self.durations = {"ref": Average(0.0, 0), "hyp": Average(0.0, 0)}
         self.token_durations = {"ref": Average(0.0, 0), "hyp": Average(0.0, 0)}
+        self.places = {place: [0, 0.0, 0.0] for place in PLACES}  # boundaries, sum |Δ|, sum Δ
+
+    def _add_places(self, ref: Sequence[TimedSpan], hyp: Sequence[TimedSpan]) -> None:
+        pause = PAUSE_MIN_MS / 1000
+        for i, (r, h) in enumerate(zip(ref, hyp)):
+            after = i == 0 or r.start - ref[i - 1].end >= pause
+            before = i == len(ref) - 1 or ref[i + 1].start - r.end >= pause
+            for place, delta in (("after_pause" if after else "between_words", h.start - r.start),
+                                 ("before_pause" if before else "between_words", h.end - r.end)):
+                sums = self.places[place]
+                sums[0] += 1
+                sums[1] += abs(delta)
+                sums[2] += delta
 
     def add(self, utt_id: str, ref: UtteranceTimes, hyp: UtteranceTimes) -> Optional[str]:
         """Compares one utterance; returns why it was skipped (words differ), or None when compared."""
@@ -202,6 +226,7 @@ class AlignmentComparer:
             return reason
         tolerances = self.words.tolerances
         self.words = self.words + time_stamp_error([ref.words], [hyp.words], tolerances)
+        self._add_places(ref.words, hyp.words)
         if ref.tokens and hyp.tokens:
             ref_seq, hyp_seq, same, other = _token_pairs(ref, hyp)
             self.tokens = self.tokens + time_stamp_error([ref_seq], [hyp_seq], tolerances)
@@ -232,6 +257,9 @@ class AlignmentComparer:
             result.onset_ms, result.offset_ms = (1000 * v for v in words.onset_offset)
             result.onset_bias_ms, result.offset_bias_ms = (1000 * v for v in words.bias)
         result.within_ms = _shares(words)
+        result.by_place = {place: {"boundaries": n, "error_ms": 1000 * err / n if n else None,
+                                   "bias_ms": 1000 * bias / n if n else None}
+                           for place, (n, err, bias) in self.places.items()}
         if tokens.num_words:
             result.token_boundary_ms = 1000 * tokens.boundary
         result.token_within_ms = _shares(tokens)
@@ -294,6 +322,13 @@ def error_lines(errors: Mapping[str, Any]) -> List[str]:
         f"offset (word end) error: {_ms(e('offset_ms'))} (mean signed {_ms(e('offset_bias_ms'), True)})",
         f"word boundaries (starts and ends) within {tolerances} ms: {_within(e('within_ms'))}",
     ]
+    places = e("by_place") or {}
+    if any(p.get("boundaries") for p in places.values()):
+        names = {"between_words": "between words", "after_pause": "starts after a pause",
+                 "before_pause": "ends before a pause"}
+        lines.append("by place (mean error, mean signed, boundaries): " + ", ".join(
+            f"{names.get(k, k)} {_ms(p['error_ms'])} ({_ms(p['bias_ms'], True)}, {p['boundaries']})"
+            for k, p in places.items()))
     if e("num_tokens") or e("token_words_skipped"):
         lines += [f"token boundary error: {_ms(e('token_boundary_ms'))} over {e('num_tokens')} tokens of "
                   f"{e('token_words')} words ({e('token_words_skipped')} words with other tokens not compared)",

@@ -251,5 +251,9 @@ def test_report_measures_word_and_token_errors_as_fsalign_tse(tiny, tmp_path):
     for key in ("tse_boundary_ms", "onset_ms", "offset_bias_ms", "num_words", "num_tokens", "token_words"):
         assert measured[key] == pytest.approx(expected[key], abs=1e-6), key
     assert measured["within_ms"] == pytest.approx(expected["within_ms"])
+    assert sum(p["boundaries"] for p in measured["by_place"].values()) == 2 * measured["num_words"]
+    for place, numbers in expected["by_place"].items():
+        assert measured["by_place"][place]["boundaries"] == numbers["boundaries"], place
+        assert measured["by_place"][place]["error_ms"] == pytest.approx(numbers["error_ms"], abs=1e-6), place
     text = (out / "report.txt").read_text()
     assert "  onset (word start) error:" in text and "  token boundary error: 0.0 ms" in text

@@ -200,6 +200,12 @@ def test_tse_onset_offset_within_and_token_errors_from_files_equal_the_library(t
     assert r["token_within_ms"] == pytest.approx({"10": 0.75, "20": 1.0, "25": 1.0, "50": 1.0})
     assert "onset (word start) error: 20.0 ms (mean signed +20.0 ms)" in result.output
     assert "token boundary error: 12.5 ms over 2 tokens of 1 words" in result.output
+    # A and B are apart (a 100 ms pause): both starts come after a pause, both ends before one
+    assert r["by_place"]["after_pause"] == {"boundaries": 2, "error_ms": pytest.approx(20.0),
+                                            "bias_ms": pytest.approx(20.0)}
+    assert r["by_place"]["between_words"] == {"boundaries": 0, "error_ms": None, "bias_ms": None}
+    assert ("by place (mean error, mean signed, boundaries): between words n/a (n/a, 0), starts after a pause "
+            "20.0 ms (+20.0 ms, 2), ends before a pause 10.0 ms (-10.0 ms, 2)") in result.output
     # the library on the same files
     ref = with_tokens(read_utterances(files["ref.ctm"]), read_alignments(files["ref.phones.ctm"], level="token"))
     hyp = with_tokens(read_utterances(files["hyp.ctm"]), read_alignments(files["hyp.tokens.ctm"], level="token"))

@@ -52,8 +52,30 @@ def test_word_and_token_errors_computed_by_hand():
     assert lines[1] == ("onset (word start) error: 20.0 ms (mean signed +20.0 ms), "
                         "offset (word end) error: 10.0 ms (mean signed -10.0 ms)")
     assert lines[2] == "word boundaries (starts and ends) within 10 / 20 / 25 / 50 ms: 50.0 / 75.0 / 75.0 / 100.0 %"
-    assert lines[3].startswith("token boundary error: 12.5 ms over 2 tokens of 1 words (1 words with other tokens")
-    assert lines[4] == "token boundaries within 10 / 20 / 25 / 50 ms: 75.0 / 100.0 / 100.0 / 100.0 %"
+    assert lines[3].startswith("by place (mean error, mean signed, boundaries): between words n/a (n/a, 0), ")
+    assert lines[4].startswith("token boundary error: 12.5 ms over 2 tokens of 1 words (1 words with other tokens")
+    assert lines[5] == "token boundaries within 10 / 20 / 25 / 50 ms: 75.0 / 100.0 / 100.0 / 100.0 %"
+
+
+def test_errors_by_place_computed_by_hand():
+    # X and Y touch, Y and Z are 5 ms apart (no pause: below PAUSE_MIN_MS), Z and W 200 ms (a pause)
+    ref = UtteranceTimes("p", 2.0, _spans(("X", 0.0, 0.3), ("Y", 0.3, 0.6), ("Z", 0.605, 1.0), ("W", 1.2, 1.5)))
+    hyp = UtteranceTimes("p", 2.0, _spans(("X", 0.02, 0.32), ("Y", 0.32, 0.58), ("Z", 0.599, 0.95), ("W", 1.25, 1.5)))
+    # Δ (ms): X start +20 (first word: after a pause), X end +20, Y start +20, Y end -20, Z start -6 (between
+    # words), Z end -50 (before the pause), W start +50 (after it), W end 0 (last word: before a pause)
+    c = compare_alignments({"p": ref}, {"p": hyp})
+    assert c.by_place == {
+        "between_words": {"boundaries": 4, "error_ms": pytest.approx((20 + 20 + 20 + 6) / 4),
+                          "bias_ms": pytest.approx((20 + 20 - 20 - 6) / 4)},
+        "after_pause": {"boundaries": 2, "error_ms": pytest.approx(35.0), "bias_ms": pytest.approx(35.0)},
+        "before_pause": {"boundaries": 2, "error_ms": pytest.approx(25.0), "bias_ms": pytest.approx(-25.0)},
+    }
+    # every boundary is in one place: the places' errors average to the TSE
+    total = sum(p["error_ms"] * p["boundaries"] for p in c.by_place.values())
+    assert total / (2 * c.num_words) == pytest.approx(c.tse_boundary_ms)
+    assert error_lines(c.errors())[3] == ("by place (mean error, mean signed, boundaries): between words 16.5 ms "
+                                          "(+3.5 ms, 4), starts after a pause 35.0 ms (+35.0 ms, 2), ends before a "
+                                          "pause 25.0 ms (-25.0 ms, 2)")
 
 
 def test_no_tokens_no_token_errors_and_missing_numbers_print_as_na():
