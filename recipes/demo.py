@@ -50,8 +50,8 @@ METHODS = [  # (row label, name of its outputs, model, fsalign align flags)
     ("CTC char, GradScoreExt", "ctc_gradext", "ctc_char", ["--scores", "gradext"]),
 ]
 """The defaults of ``fsalign align`` with posterior scores: posterior-mean boundaries
-(``--boundaries expected``) and the checkpoint's corpus prior at β = 1 (Table 14); the rows
-"frame edges, no prior" are the best path's frame edges without a prior."""
+(``--boundaries expected``) and the checkpoint's corpus prior (Table 14) at β = 1.5 for the HMM, 1 for
+CTC; the rows "frame edges, no prior" are the best path's frame edges without a prior."""
 
 
 def demo_engine() -> None:

@@ -16,13 +16,25 @@ from fsalign.scores.gradscore import VARIANTS, GradientScorer, grad_source_weigh
 from fsalign.scores.posterior import PosteriorScorer
 from fsalign.util import LongAudio, check_option, is_finite_number
 
-__all__ = ["SCORES", "DEFAULT_PRIOR_SCALE", "MISMATCH_NEEDS_POSTERIOR", "make_scorer", "has_decoder", "grad_weights"]
+__all__ = ["SCORES", "DEFAULT_PRIOR_SCALE", "DEFAULT_PRIOR_SCALES", "MISMATCH_NEEDS_POSTERIOR", "make_scorer",
+           "default_prior_scale", "has_decoder", "grad_weights"]
 
 SCORES = ("posterior", *VARIANTS)
 
 DEFAULT_PRIOR_SCALE = 1.0
 """β of posterior alignment with a checkpoint that has a corpus prior (Table 14's prior
-correction): it shrinks the over-long pauses of full-sum models; docs/results.md measures it."""
+correction), for the topologies :data:`DEFAULT_PRIOR_SCALES` does not name: it shrinks the
+over-long pauses of full-sum models; docs/results.md measures it."""
+
+DEFAULT_PRIOR_SCALES = {"hmm": 1.5}
+"""β by alignment topology where it differs from :data:`DEFAULT_PRIOR_SCALE`. The HMM's
+optimum measured 1.5-2.0 on three corpora (CTC's 1.0-1.3, flat): 1.5 keeps a margin below the
+β at which pauses start to vanish (between 2.0 and 2.5 on one of them); docs/results.md."""
+
+
+def default_prior_scale(topology_kind: Optional[str]) -> float:
+    """The default β for aligning with a topology of this kind (``"ctc"``, ``"hmm"``, ...)."""
+    return DEFAULT_PRIOR_SCALES.get(topology_kind, DEFAULT_PRIOR_SCALE)
 
 MISMATCH_NEEDS_POSTERIOR = (
     "allowing transcripts that do not match the audio (--allow-mismatch) needs --scores posterior: gradient "
@@ -82,8 +94,9 @@ def make_scorer(checkpoint: LoadedCheckpoint, scores: str = "posterior", topolog
         "gradext" (GradScoreExt).
       topology: "ctc", "hmm" or "relaxed" for posterior alignment; None: the training topology.
       prior_scale: β, subtracting β·log prior from the posteriors; needs the checkpoint's corpus
-        prior when != 0. None: :data:`DEFAULT_PRIOR_SCALE` when the checkpoint has a corpus prior
-        (the recipe stores one at the end of training) and ``mismatch`` is None, else 0.
+        prior when != 0. None: :func:`default_prior_scale` of the alignment topology (1.5 for
+        the HMM, 1 for the others) when the checkpoint has a corpus prior (the recipe stores one
+        at the end of training) and ``mismatch`` is None, else 0.
       blank_penalty: added to the blank/silence log-probability before renormalising (Table 14).
       posterior_scale: α; None: the training criterion's (with the training topology), else 1.
       transition_scale: γ; None: as ``posterior_scale``.
@@ -127,7 +140,8 @@ def make_scorer(checkpoint: LoadedCheckpoint, scores: str = "posterior", topolog
     criterion = (metadata.get("criterion") or {}) if same else {}
     log_prior = None
     if prior_scale is None:  # (the mismatch penalties were chosen without a prior: docs/mismatch.md)
-        prior_scale = DEFAULT_PRIOR_SCALE if metadata.get("corpus_prior") is not None and mismatch is None else 0.0
+        use = metadata.get("corpus_prior") is not None and mismatch is None
+        prior_scale = default_prior_scale(topology or trained_kind) if use else 0.0
     if prior_scale:
         log_prior = metadata.get("corpus_prior")
         if log_prior is None:

@@ -76,8 +76,9 @@ def _mismatch_options(allow: bool, garbage_penalty, skip_penalty, scores: str):
 @click.option("--topology", type=click.Choice(["ctc", "hmm", "relaxed"]), default=None,
               help="Topology for posterior alignment.  [default: the one the model was trained with]")
 @click.option("--prior-scale", type=float, default=None,
-              help="β: subtract β·log prior (the checkpoint's corpus prior) from the posteriors.  [default: 1 when "
-                   "the checkpoint has a corpus prior (the recipe stores one), 0 without one or with --allow-mismatch]")
+              help="β: subtract β·log prior (the checkpoint's corpus prior) from the posteriors.  [default: 1.5 "
+                   "with the HMM topology, 1 with the others, when the checkpoint has a corpus prior (the recipe "
+                   "stores one); 0 without one or with --allow-mismatch]")
 @click.option("--blank-penalty", type=float, default=0.0,
               help="k: added to the blank/silence log-probability before renormalising (negative: less blank).")
 @click.option("--posterior-scale", type=float, default=None,

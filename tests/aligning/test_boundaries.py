@@ -112,8 +112,9 @@ def test_the_default_is_expected_where_it_exists():
 
 
 def test_cli_defaults_are_expected_boundaries_and_the_corpus_prior(tmp_path):
-    """No option = ``--boundaries expected --prior-scale 1`` (the checkpoint has a corpus prior); a checkpoint
-    without one aligns as ``--prior-scale 0``; ``--allow-mismatch`` alone gets frame edges and no prior."""
+    """No option = ``--boundaries expected --prior-scale 1.5`` (an HMM checkpoint with a corpus prior); a
+    checkpoint without one aligns as ``--prior-scale 0``; ``--allow-mismatch`` alone gets frame edges and no
+    prior; the same model aligned with the CTC topology gets β = 1."""
     import torch
 
     cuts = make_tiny_cuts(tmp_path, 3)
@@ -130,12 +131,15 @@ def test_cli_defaults_are_expected_boundaries_and_the_corpus_prior(tmp_path):
         return out.read_bytes()
 
     default = run("default")
-    assert default == run("explicit", "--boundaries", "expected", "--prior-scale", "1")
+    assert default == run("explicit", "--boundaries", "expected", "--prior-scale", "1.5")
+    assert default != run("beta1", "--boundaries", "expected", "--prior-scale", "1")
+    assert run("ctc", "--topology", "ctc") == run("ctc1", "--topology", "ctc", "--prior-scale", "1")
+    assert run("ctc", "--topology", "ctc") != run("ctc15", "--topology", "ctc", "--prior-scale", "1.5")
     assert default != run("no_prior_asked", "--boundaries", "expected", "--prior-scale", "0")
     assert default != run("edges", "--boundaries", "viterbi", "--prior-scale", "1")
     assert run("none", checkpoint=tmp_path / "no_prior.pt") == run("none0", "--boundaries", "expected",
                                                                   "--prior-scale", "0")
-    assert run("mismatch") != run("mismatch_prior", "--allow-mismatch", "--prior-scale", "1")
+    assert run("mismatch") != run("mismatch_prior", "--allow-mismatch", "--prior-scale", "1.5")
     assert run("mismatch", "--allow-mismatch") == run("mismatch_edges", "--allow-mismatch", "--boundaries", "viterbi",
                                                       "--prior-scale", "0")
-    assert run("mismatch") != run("mismatch_prior", "--allow-mismatch", "--prior-scale", "1")
+    assert run("mismatch") != run("mismatch_prior", "--allow-mismatch", "--prior-scale", "1.5")
