@@ -28,6 +28,7 @@ from lhotse.cut import Cut
 from fsalign.aligning.batches import plan_batches, shard_windows
 from fsalign.aligning.journal import AlignResult
 from fsalign.aligning.scorers import MISMATCH_NEEDS_POSTERIOR, SCORES, grad_weights, has_decoder, make_scorer
+from fsalign.aligning.segments import expected_boundaries_by_segments
 from fsalign.checkpoint import LoadedCheckpoint
 from fsalign.corpus.cuts import Batch, CutDataset, failure_reason
 from fsalign.corpus.tokenizers import Tokenizer
@@ -76,8 +77,9 @@ class Aligner:
       boundaries: where word and token boundaries go (:data:`BOUNDARIES`): ``"viterbi"``, the
         frame edges of the best path; ``"expected"``, the posterior-mean boundary over all paths
         (:meth:`~fsalign.scores.matrix.ScoreMatrix.expected_boundaries`), finer than a frame; the
-        words and their order are the best path's either way. Built-in topologies only; a long
-        recording gets the best path's boundaries (the full sum over it is not memory-bounded).
+        words and their order are the best path's either way. Built-in topologies only; over a
+        long recording, stretch by stretch between the best path's pauses
+        (:mod:`fsalign.aligning.segments`: the full sum over all of it is not memory-bounded).
         None (the default): ``"expected"`` where the scorer's topology allows it, else
         ``"viterbi"`` (:func:`default_boundaries`).
       long_audio: when a recording is long; None: the scorer's (or the default).
@@ -175,11 +177,10 @@ class Aligner:
         if not keep:
             return out
         matrix = matrix.select(keep)
-        expected = None
-        if self.boundaries == "expected":  # (not over a long recording: the full sum is O(frames × states))
-            if any(self.long_audio.is_long(batch.durations[b]) for b in keep):
-                logger.info("%s: a long recording gets the best path's boundaries", batch.cut_ids[keep[0]])
-            else:
+        expected, by_segments = None, False
+        if self.boundaries == "expected":  # over a long recording, stretch by stretch (O(frames × states))
+            by_segments = any(self.long_audio.is_long(batch.durations[b]) for b in keep)
+            if not by_segments:
                 expected = matrix.expected_boundaries()
         for k, (b, ali) in enumerate(zip(keep, matrix.best_paths(on_infeasible="skip"))):
             cut_id, duration = batch.cut_ids[b], batch.durations[b]
@@ -190,6 +191,8 @@ class Aligner:
             else:
                 written = batch.written[b] if batch.written else None
                 frames = None if expected is None else (expected[0][k].tolist(), expected[1][k].tolist())
+                if by_segments:
+                    frames = expected_boundaries_by_segments(matrix, k, ali)
                 out[cut_id] = AlignResult(cut_id, duration, self.times(matrix, cut_id, duration, batch.words[b],
                                                                        batch.transcripts[b], ali, written, row=k,
                                                                        frames=frames))

@@ -9,6 +9,7 @@ scores, --allow-mismatch) for long cuts only, naming the cut.
 """
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from lhotse import CutSet, Features, MonoCut, SupervisionSegment
 from lhotse.features.io import NumpyFilesWriter
@@ -137,3 +138,48 @@ def test_align_corpus_cannot_train_on_long_recordings_only(tmp_path):
     assert len(stored) == 2 and not any(c.has_features for c in stored)  # computed while aligning
     with pytest.raises(FsalignError, match="--long-threshold"):
         CorpusJob(cuts, tmp_path / "other", long_threshold=0).check()
+
+
+def test_long_recording_gets_posterior_mean_boundaries_stretch_by_stretch(recording, monkeypatch):
+    """With the default boundaries a long recording is cut in the best path's pauses and each stretch gets the
+    posterior-mean boundaries of its words: close to the whole recording's posterior means (one stretch, what a
+    full forward-backward over it gives) and to its pieces' aligned one by one; the frame edges are not."""
+    from fsalign.aligning import segments
+
+    pieces, long, offsets = recording
+
+    def words(aligner, cuts):
+        (result,) = [r for batch in align_cuts(aligner, cuts, max_duration=100.0) for r in batch]
+        assert result.error is None
+        return np.array([(w.start, w.end) for w in result.times.words])
+
+    aligner = Aligner(PosteriorScorer(WindowedOracle(), CtcTopology(28), long_audio=LONG), CharTokenizer())
+    assert aligner.boundaries == "expected"
+    cuts, real = [], segments.pause_segments
+    monkeypatch.setattr(segments, "pause_segments", lambda *a: cuts.append(real(*a)) or cuts[-1])
+    stretched = words(aligner, CutSet.from_cuts([long]))
+    assert len(cuts) == 1 and len(cuts[0]) >= 4  # stretches of >= 7.5 s (750 frames of 10 ms) in 61 s
+    monkeypatch.setattr(segments, "SEGMENT_FRAMES", 10 ** 9)
+    whole = words(aligner, CutSet.from_cuts([long]))
+    assert len(cuts) == 2 and len(cuts[1]) == 1
+    assert len(whole) > 100 and np.abs(stretched - whole).max() <= 0.004
+    edges = words(Aligner(aligner.scorer, CharTokenizer(), "viterbi"), CutSet.from_cuts([long]))
+    assert np.abs(edges - whole).max() > 0.004
+    by_piece = {r.cut_id: r for batch in align_cuts(aligner, pieces, max_duration=100.0) for r in batch}
+    want = np.array([(w.start + off, w.end + off) for cut, off in zip(pieces, offsets)
+                     for w in by_piece[cut.id].times.words])
+    off = np.abs(stretched - want).max(axis=1)
+    assert (off <= 0.004).mean() >= 0.98  # a piece's last word may end later with the next piece's pause after it
+
+
+def test_pause_segments_cut_in_the_middle_of_pauses_after_the_target():
+    from fsalign.aligning.segments import pause_segments
+    from fsalign.results.alignment import Alignment, WordSpan
+
+    # words at frames [0, 3), [3, 5), [8, 10), [11, 20), [24, 26); gaps 0, 3, 1, 4 frames
+    spans = [(0, 3), (3, 5), (8, 10), (11, 20), (24, 26)]
+    words = [WordSpan(i, s, e, i, i) for i, (s, e) in enumerate(spans)]
+    ali = Alignment(labels=torch.zeros(30, dtype=torch.long), score=0.0, words=words)
+    assert pause_segments(ali, 30, target=4) == [(0, 6, 0, 2), (6, 22, 2, 4), (22, 30, 4, 5)]
+    assert pause_segments(ali, 30, target=7) == [(0, 22, 0, 4), (22, 30, 4, 5)]  # the 1-frame gap is no pause
+    assert pause_segments(ali, 30, target=100) == [(0, 30, 0, 5)]
