@@ -190,9 +190,11 @@ class Aligner:
                                  f"the transcript needs {int(matrix.min_frames[k])}"))
             else:
                 written = batch.written[b] if batch.written else None
-                frames = None if expected is None else (expected[0][k].tolist(), expected[1][k].tolist())
+                frames = None  # the best path's frame edges
                 if by_segments:
                     frames = expected_boundaries_by_segments(matrix, k, ali)
+                elif expected is not None:
+                    frames = (expected[0][k].tolist(), expected[1][k].tolist())
                 out[cut_id] = AlignResult(cut_id, duration, self.times(matrix, cut_id, duration, batch.words[b],
                                                                        batch.transcripts[b], ali, written, row=k,
                                                                        frames=frames))

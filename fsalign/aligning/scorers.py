@@ -28,7 +28,7 @@ over-long pauses of full-sum models; docs/results.md measures it."""
 
 DEFAULT_PRIOR_SCALES = {"hmm": 1.5}
 """β by alignment topology where it differs from :data:`DEFAULT_PRIOR_SCALE`. The HMM's
-optimum measured 1.5-2.0 on three corpora (CTC's 1.0-1.3, flat): 1.5 keeps a margin below the
+optimum measured 1.5-2.0 on three corpora (CTC's curve is flat from 1.0 to 1.6): 1.5 keeps a margin below the
 β at which pauses start to vanish (between 2.0 and 2.5 on one of them); docs/results.md."""
 
 

@@ -16,8 +16,6 @@ import dataclasses
 import logging
 from typing import List, Optional, Tuple
 
-import torch
-
 from fsalign.results.alignment import Alignment
 from fsalign.scores.matrix import ScoreMatrix
 
@@ -89,7 +87,7 @@ def expected_boundaries_by_segments(matrix: ScoreMatrix, row: int, ali: Alignmen
             continue
         p0, p1 = words[w0].first_token, words[w1 - 1].last_token + 1
         part = dataclasses.replace(matrix, scores=matrix.scores[row:row + 1, f0:f1],
-                                   lengths=torch.tensor([f1 - f0]), scales=scales, tokens=None,
+                                   lengths=matrix.lengths.new_tensor([f1 - f0]), scales=scales, tokens=None,
                                    graphs=topology.compile([transcript[w0:w1]], device=matrix.scores.device))
         part_starts, part_ends = (x[0, :p1 - p0].tolist() for x in part.expected_boundaries())
         for j, (s, e) in enumerate(zip(part_starts, part_ends)):
