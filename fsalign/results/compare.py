@@ -30,9 +30,10 @@ __all__ = ["TOLERANCES_MS", "PLACES", "PAUSE_MIN_MS", "ERROR_FIELDS", "Alignment
 TOLERANCES_MS = (10, 20, 25, 50)
 """The tolerances of ``within_ms`` and ``token_within_ms``: a boundary is within τ when |Δ| <= τ."""
 
-PLACES = ("between_words", "after_pause", "before_pause")
-"""The places of ``by_place``, by the reference: a start or end where two words touch, a start after a
-pause (or the first word's), an end before a pause (or the last word's)."""
+PLACES = {"between_words": "between words", "after_pause": "starts after a pause",
+          "before_pause": "ends before a pause"}
+"""The places of ``by_place`` (key -> printed name), by the reference: a start or end where two words
+touch, a start after a pause (or the first word's), an end before a pause (or the last word's)."""
 
 PAUSE_MIN_MS = 10.0
 """A gap between two reference words of at least this many ms is a pause (shorter gaps: rounding)."""
@@ -324,10 +325,8 @@ def error_lines(errors: Mapping[str, Any]) -> List[str]:
     ]
     places = e("by_place") or {}
     if any(p.get("boundaries") for p in places.values()):
-        names = {"between_words": "between words", "after_pause": "starts after a pause",
-                 "before_pause": "ends before a pause"}
         lines.append("by place (mean error, mean signed, boundaries): " + ", ".join(
-            f"{names.get(k, k)} {_ms(p['error_ms'])} ({_ms(p['bias_ms'], True)}, {p['boundaries']})"
+            f"{PLACES.get(k, k)} {_ms(p['error_ms'])} ({_ms(p['bias_ms'], True)}, {p['boundaries']})"
             for k, p in places.items()))
     if e("num_tokens") or e("token_words_skipped"):
         lines += [f"token boundary error: {_ms(e('token_boundary_ms'))} over {e('num_tokens')} tokens of "
