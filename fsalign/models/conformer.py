@@ -27,7 +27,14 @@ from fsalign.models.windowed import WindowedLogProbs
 from fsalign.scores.posterior import blank_separated_log_probs
 from fsalign.util import valid_frame_mask
 
-__all__ = ["ConformerConfig", "ConformerModel", "ConvSubsampling", "PRESETS"]
+__all__ = ["ConformerConfig", "ConformerModel", "ConvSubsampling", "PRESETS", "SUBSAMPLING"]
+
+SUBSAMPLING: Dict[int, Tuple[Tuple[int, int], ...]] = {
+    # factor -> (kernel, stride) of each 2-D convolution of the frontend
+    2: ((3, 2), (3, 1)),  # 20 ms frames from 10 ms features
+    4: ((3, 2), (3, 2)),  # 40 ms (the default)
+    6: ((3, 2), (5, 3)),  # 60 ms
+}
 
 PRESETS: Dict[str, Dict[str, int]] = {
     # for tests: seconds per epoch on a few utterances
@@ -48,7 +55,7 @@ class ConformerConfig:
       num_labels: C, output columns, blank/silence (column ``blank``) included.
       num_features: F.
       d_model, num_layers, num_heads, ffn_dim, kernel_size: encoder size.
-      subsampling: 4 or 6 (conv frontend factor).
+      subsampling: 2, 4 or 6 (conv frontend factor, :data:`SUBSAMPLING`).
       conv_channels: channels of the frontend convolutions.
       dropout: dropout in the encoder and the frontend.
       blank_sep: blank-separated output head (eq. 15-17) instead of a full softmax.
@@ -114,25 +121,23 @@ class ConvSubsampling(nn.Module):
     """Conv2d subsampling frontend (ESPnet/icefall ``Conv2dSubsampling``), T = ceil(T'/factor).
 
     Factor 4: two 3x3 convolutions with stride 2; factor 6: a 3x3 stride-2 then a 5x5
-    stride-3 convolution. Frames beyond each utterance's length are zeroed after every
+    stride-3 convolution; factor 2: a 3x3 stride-2 then a 3x3 stride-1 convolution
+    (:data:`SUBSAMPLING`). Frames beyond each utterance's length are zeroed after every
     convolution so that an utterance's output does not depend on its batch.
 
     Args:
       num_features: F.
       d_model: D.
-      factor: 4 or 6.
+      factor: 2, 4 or 6.
       channels: convolution channels.
       dropout: dropout after the output projection.
     """
 
     def __init__(self, num_features: int, d_model: int, factor: int = 4, channels: int = 64, dropout: float = 0.1):
         super().__init__()
-        if factor == 4:
-            specs = [(3, 2), (3, 2)]
-        elif factor == 6:
-            specs = [(3, 2), (5, 3)]
-        else:
-            raise ValueError(f"subsampling factor must be 4 or 6, got {factor}")
+        if factor not in SUBSAMPLING:
+            raise ValueError(f"subsampling factor must be one of {sorted(SUBSAMPLING)}, got {factor}")
+        specs = SUBSAMPLING[factor]
         self.factor = factor
         self.strides = [s for _, s in specs]
         convs, in_ch, freq = [], 1, num_features
@@ -372,10 +377,9 @@ def utterance_cmvn(features: torch.Tensor, lengths: torch.Tensor, eps: float = 1
 
 
 def count_frames(feature_lengths: torch.Tensor, subsampling: int) -> torch.Tensor:
-    """Encoder frames of each utterance: ceil(T' / subsampling) for factor 4; see ConvSubsampling."""
-    strides = [2, 2] if subsampling == 4 else [2, 3]
+    """Encoder frames of each utterance, ceil(T' / subsampling) for every factor; see ConvSubsampling."""
     lengths = feature_lengths
-    for s in strides:
+    for _, s in SUBSAMPLING[subsampling]:
         lengths = _conv_out(lengths, s)
     return lengths
 

@@ -13,6 +13,7 @@ from fsalign.training.args import (
     add_arguments,
     check_arguments,
     criterion_scales,
+    hmm_loop,
     topology_params,
 )
 from fsalign.training.criterion import FullSumCriterion, StagedCriterion
@@ -29,6 +30,7 @@ __all__ = [
     "corpus_log_prior",
     "criterion_scales",
     "evaluate",
+    "hmm_loop",
     "one_cycle_lr",
     "topology_params",
     "train",

@@ -14,7 +14,8 @@ from fsalign.models.conformer import PRESETS
 from fsalign.scores.priors import PRIOR_MODES
 from fsalign.util import check_option, is_finite_number
 
-__all__ = ["PRIOR_MODES", "WARMUPS", "add_arguments", "check_arguments", "criterion_scales", "topology_params"]
+__all__ = ["PRIOR_MODES", "WARMUPS", "add_arguments", "check_arguments", "criterion_scales", "hmm_loop",
+           "topology_params"]
 
 WARMUPS = ("prior", "ctc", "none")
 
@@ -24,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("model")
     g.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
                    help="encoder size: tiny is the CPU recipe, large the paper's 12-layer encoder")
-    g.add_argument("--subsampling", type=int, choices=(4, 6), default=4, help="frontend subsampling factor")
+    g.add_argument("--subsampling", type=int, choices=(2, 4, 6), default=4,
+                   help="frontend subsampling factor (2: 20 ms frames, 4: 40 ms, 6: 60 ms)")
     g.add_argument("--dropout", type=float, default=0.1, help="dropout of the encoder")
     g.add_argument("--blank-sep", action="store_true", help="blank-separated output head (eq. 15-17)")
     g.add_argument("--aed-layers", type=int, default=0, help="auxiliary AED decoder layers (0: none)")
@@ -38,9 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--prior-grad", action="store_true", help="let gradients flow through seq/batch priors")
     g.add_argument("--transition-scale", type=float, default=None, help="gamma; None: 0.3 for hmm, else 1.0")
     g.add_argument("--label-loop", type=float, default=None,
-                   help="token self-loop probability; None: 0.5 for hmm, no transition model otherwise")
+                   help="token self-loop probability; None: 0.5 for hmm at 40 ms frames (0.75 at 20 ms), "
+                        "no transition model otherwise")
     g.add_argument("--silence-loop", type=float, default=None,
-                   help="silence/blank self-loop probability; None: 0.96 for hmm, none otherwise")
+                   help="silence/blank self-loop probability; None: 0.96 for hmm at 40 ms frames (0.98 at 20 ms), "
+                        "none otherwise")
     g.add_argument("--normed-grad", action="store_true", help="normalized gradient (eq. 11)")
     g.add_argument("--aed-scale", type=float, default=0.3, help="weight of the auxiliary AED loss")
     g.add_argument("--warmup", choices=WARMUPS, default="prior",
@@ -50,8 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="hmm only: warm-up epochs; None: (epochs + 1) // 3 (ctc: at least, see --warmup-max-ler)")
     g.add_argument("--warmup-posterior-scale", type=float, default=0.5, help="alpha of the prior warm-up")
     g.add_argument("--warmup-transition-scale", type=float, default=0.2, help="gamma of the prior warm-up")
-    g.add_argument("--warmup-prior-scale", type=float, default=0.3,
-                   help="beta of the prior warm-up (sequence prior, stop-gradient)")
+    g.add_argument("--warmup-prior-scale", type=float, default=None,
+                   help="beta of the prior warm-up (sequence prior, stop-gradient); None: 0.3 "
+                        "(0.6 at 20 ms frames, where the HMM did not learn to align after a 0.3 warm-up)")
     g.add_argument("--ctc-warmup-epochs", type=int, default=None,
                    help="hmm only: same as --warmup ctc --warmup-epochs N")
     g.add_argument("--warmup-max-ler", type=float, default=0.5,
@@ -73,12 +78,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="no tqdm bars")
 
 
+def hmm_loop(loop_at_40ms: float, subsampling: int) -> float:
+    """The loop probability with the expected duration in seconds of ``loop_at_40ms`` at 40 ms frames.
+
+    A state with loop ``p`` lasts ``1 / (1 - p)`` frames on average, so at ``subsampling * 10`` ms
+    frames the same duration needs ``1 - (1 - p) * subsampling / 4`` (0.5 at 40 ms: 0.75 at 20 ms),
+    the paper's reasoning for 0.5 (80 ms phonemes at 40 ms frames, section 5).
+    """
+    return max(0.0, 1.0 - (1.0 - loop_at_40ms) * subsampling / 4)
+
+
 def topology_params(args: argparse.Namespace) -> Dict[str, Any]:
-    """Keyword arguments of the topology class from ``--label-loop``/``--silence-loop``."""
+    """Keyword arguments of the topology class from ``--label-loop``/``--silence-loop``.
+
+    The HMM's defaults are the paper's 0.5 and 0.96 (Table 9) at 40 ms frames, and the same
+    expected durations at the frame rate of ``--subsampling`` (:func:`hmm_loop`).
+    """
     if args.topology == "hmm":
-        return {"label_loop": 0.5 if args.label_loop is None else args.label_loop,
-                "silence_loop": 0.96 if args.silence_loop is None else args.silence_loop}
+        factor = getattr(args, "subsampling", 4)
+        return {"label_loop": hmm_loop(0.5, factor) if args.label_loop is None else args.label_loop,
+                "silence_loop": hmm_loop(0.96, factor) if args.silence_loop is None else args.silence_loop}
     return {"label_loop": args.label_loop, "blank_loop": args.silence_loop}
+
+
+def _warmup_prior_scale(args: argparse.Namespace) -> float:
+    # measured at 20 ms frames: after a 0.3 warm-up the dev word boundaries stayed ~800 ms off; 0.6 trains
+    if args.warmup_prior_scale is not None:
+        return args.warmup_prior_scale
+    return 0.6 if getattr(args, "subsampling", 4) <= 2 else 0.3
 
 
 def criterion_scales(args: argparse.Namespace) -> Dict[str, Any]:
@@ -103,7 +130,7 @@ def criterion_scales(args: argparse.Namespace) -> Dict[str, Any]:
         "prior_scale": args.prior_scale, "prior": args.prior, "prior_grad": args.prior_grad,
         "warmup": warmup, "warmup_epochs": epochs,
         "warmup_scales": {"posterior_scale": args.warmup_posterior_scale,
-                          "transition_scale": args.warmup_transition_scale, "prior_scale": args.warmup_prior_scale},
+                          "transition_scale": args.warmup_transition_scale, "prior_scale": _warmup_prior_scale(args)},
         "max_warmup_epochs": max(epochs, min(2 * args.epochs // 3, args.epochs - 1)) if warmup == "ctc" else epochs,
         "warmup_max_ler": args.warmup_max_ler,
     }  # fmt: skip
@@ -127,11 +154,11 @@ def check_arguments(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         check_option("--" + name.replace("_", "-"), value, is_finite_number(value) and value > 0, "a number > 0")
     for name in ("weight_decay", "grad_clip", "aed_scale", "dropout", "prior_scale", "warmup_posterior_scale",
-                 "warmup_transition_scale", "warmup_prior_scale"):
+                 "warmup_transition_scale"):
         value = getattr(args, name)
         check_option("--" + name.replace("_", "-"), value, is_finite_number(value) and value >= 0, "a number >= 0")
     check_option("--dropout", args.dropout, args.dropout < 1, "in [0, 1)")
-    for name in ("posterior_scale", "transition_scale"):
+    for name in ("posterior_scale", "transition_scale", "warmup_prior_scale"):
         value = getattr(args, name)
         check_option("--" + name.replace("_", "-"), value, value is None or (is_finite_number(value) and value >= 0),
                      "a number >= 0")

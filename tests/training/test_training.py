@@ -17,7 +17,7 @@ from fsalign.corpus.prepare import main as prepare_main
 from fsalign.corpus.tokenizers import Tokenizer
 from fsalign.engine.viterbi import viterbi_align
 from fsalign.errors import FsalignError
-from fsalign.models.conformer import ConformerConfig, ConformerModel, ConvSubsampling
+from fsalign.models.conformer import ConformerConfig, ConformerModel, ConvSubsampling, count_frames
 from fsalign.scores.gradient import AedModel, CtcModel
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,7 +76,7 @@ def _states_equal(a: dict, b: dict) -> bool:
 # ----------------------------------------------------------------------------- model
 
 
-@pytest.mark.parametrize("factor", [4, 6])
+@pytest.mark.parametrize("factor", [2, 4, 6])
 def test_conformer_lengths_are_ceil_of_subsampled_input(factor):
     model = ConformerModel(ConformerConfig.from_preset("tiny", 10, subsampling=factor)).eval()
     lengths = torch.tensor([97, 60, 13, 6])
@@ -84,6 +84,7 @@ def test_conformer_lengths_are_ceil_of_subsampled_input(factor):
     expected = [math.ceil(n / factor) for n in lengths.tolist()]
     assert out["lengths"].tolist() == expected
     assert out["logits"].shape == (4, max(expected), 10)
+    assert count_frames(lengths, factor).tolist() == expected  # what alignment counts without the model
 
 
 def _fbank_frame_of_click(sample: int, sampling_rate: int = 16000) -> int:
@@ -96,7 +97,7 @@ def _fbank_frame_of_click(sample: int, sampling_rate: int = 16000) -> int:
     return int(np.argmax(feats.sum(axis=1)))
 
 
-@pytest.mark.parametrize("factor", [4, 6])
+@pytest.mark.parametrize("factor", [2, 4, 6])
 def test_frame_time_offset_centres_encoder_frames_on_their_audio(factor):
     from fsalign.results.alignment import frame_time_offset
 
@@ -336,6 +337,32 @@ def test_hmm_defaults_and_warmup_must_leave_hmm_epochs(tmp_path):
             training.criterion_scales(_args(tmp_path, tmp_path, "--topology", "hmm", "--epochs", "3", *flags))
     with pytest.raises(FsalignError, match="prior"):
         training.criterion_scales(_args(tmp_path, tmp_path, "--prior-scale", "0.3"))
+
+
+def test_hmm_loops_keep_their_expected_durations_at_every_frame_rate(tmp_path):
+    for factor in (2, 4, 6):
+        for loop in (0.5, 0.96):
+            # a state with loop p lasts 1 / (1 - p) frames of factor * 10 ms on average
+            seconds = factor * 0.01 / (1.0 - training.hmm_loop(loop, factor))
+            assert seconds == pytest.approx(0.04 / (1.0 - loop))
+    params = training.topology_params(_args(tmp_path, tmp_path, "--topology", "hmm", "--subsampling", "2"))
+    assert params == pytest.approx({"label_loop": 0.75, "silence_loop": 0.98})
+    params = training.topology_params(_args(tmp_path, tmp_path, "--topology", "hmm"))
+    assert params == pytest.approx({"label_loop": 0.5, "silence_loop": 0.96})
+    given = ("--topology", "hmm", "--subsampling", "2", "--label-loop", "0.6", "--silence-loop", "0.9")
+    assert training.topology_params(_args(tmp_path, tmp_path, *given)) == {"label_loop": 0.6, "silence_loop": 0.9}
+
+
+def test_prior_warmup_scale_is_larger_at_20ms_frames_unless_given(tmp_path):
+    def warmup_prior(*flags):
+        args = _args(tmp_path, tmp_path, "--topology", "hmm", *flags)
+        training.check_arguments(args)
+        return training.criterion_scales(args)["warmup_scales"]["prior_scale"]
+
+    assert (warmup_prior(), warmup_prior("--subsampling", "6"), warmup_prior("--subsampling", "2")) == (0.3, 0.3, 0.6)
+    assert warmup_prior("--subsampling", "2", "--warmup-prior-scale", "0.3") == 0.3
+    with pytest.raises(FsalignError, match="warmup-prior-scale"):
+        warmup_prior("--warmup-prior-scale", "-1")
 
 
 def test_ctc_warmup_extends_while_dev_ler_is_high_up_to_two_thirds(tmp_path):
