@@ -12,7 +12,7 @@ from fsalign.engine.builtin import TOPOLOGIES, make_topology
 from fsalign.engine.mismatch import MismatchOptions
 from fsalign.engine.scales import Scales
 from fsalign.errors import FsalignError
-from fsalign.scores.gradscore import VARIANTS, GradientScorer, grad_source_weights
+from fsalign.scores.gradscore import ALIGN_PERCENTILE, VARIANTS, GradientScorer, grad_source_weights
 from fsalign.scores.posterior import PosteriorScorer
 from fsalign.util import LongAudio, check_option, is_finite_number
 
@@ -83,7 +83,8 @@ def make_scorer(checkpoint: LoadedCheckpoint, scores: str = "posterior", topolog
                 prior_scale: Optional[float] = None, blank_penalty: float = 0.0,
                 posterior_scale: Optional[float] = None, transition_scale: Optional[float] = None,
                 grad_p: float = 0.1, grad_chunk_size: Optional[int] = 32, grad_blank_score: float = -6.0,
-                grad_percentile: float = 60.0, grad_prefix: str = "forward", grad_source: Optional[str] = None,
+                grad_percentile: float = ALIGN_PERCENTILE, grad_prefix: str = "forward",
+                grad_source: Optional[str] = None,
                 aed_weight: Optional[float] = None, mismatch: Optional[MismatchOptions] = None,
                 long_audio: LongAudio = LongAudio()) -> Union[PosteriorScorer, GradientScorer]:
     """The scorer of a checkpoint, every option checked.
@@ -103,7 +104,7 @@ def make_scorer(checkpoint: LoadedCheckpoint, scores: str = "posterior", topolog
       grad_p: p of the gradient norm (eq. 22).
       grad_chunk_size: label positions per batched gradient (bounds memory; None: all).
       grad_blank_score: γ_ε of GradScore.
-      grad_percentile: γ_percentile of GradScoreExt.
+      grad_percentile: γ_percentile of GradScoreExt (:data:`~fsalign.scores.gradscore.ALIGN_PERCENTILE`).
       grad_prefix: CTC prefix score of G, ``"forward"`` or ``"onset"``.
       grad_source: the label scores G differentiates (grad/gradext): "ctc", "aed" or "hybrid"
         (eq. 50); None: AED when the model has a decoder, else CTC (:func:`grad_weights`).

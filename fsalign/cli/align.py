@@ -22,6 +22,7 @@ from fsalign.aligning.output import (  # noqa: F401
     render,
 )
 from fsalign.engine.mismatch import MismatchOptions
+from fsalign.scores.gradscore import ALIGN_PERCENTILE
 from fsalign.util import LongAudio
 
 
@@ -89,7 +90,8 @@ def _mismatch_options(allow: bool, garbage_penalty, skip_penalty, scores: str):
 @click.option("--grad-chunk-size", type=int, default=32,
               help="Transcript positions per batched gradient (grad/gradext); lower needs less memory.")
 @click.option("--grad-blank-score", type=float, default=-6.0, help="Blank score γ_ε of GradScore.")
-@click.option("--grad-percentile", type=float, default=60.0, help="γ_percentile of GradScoreExt.")
+@click.option("--grad-percentile", type=float, default=ALIGN_PERCENTILE, show_default=True,
+              help="γ_percentile of GradScoreExt (the paper's usual value is 60).")
 @click.option("--grad-prefix", type=click.Choice(["forward", "onset"]), default="forward", show_default=True,
               help="CTC prefix score in G: forward (eq. 23 read literally: forward variables summed over t) "
                    "or onset (Hori et al.: a_s first emitted at t); see docs/gradscore.md.")

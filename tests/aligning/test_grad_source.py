@@ -1,4 +1,5 @@
 """``--grad-source`` / ``--aed-weight``: CTC, AED or hybrid gradient scores (eq. 50) from the command line."""
+import inspect
 import json
 import shutil
 from pathlib import Path
@@ -10,7 +11,14 @@ import fsalign.aligning.run as run_module
 from fsalign.aligning.aligner import Aligner, grad_weights
 from fsalign.cli.main import main
 from fsalign.errors import FsalignError
-from fsalign.scores.gradscore import GradientScorer, grad_source_weights
+from fsalign.scores.gradscore import (
+    ALIGN_PERCENTILE,
+    GradientScorer,
+    grad_align,
+    grad_score_matrix,
+    grad_source_weights,
+    gradscore_matrix,
+)
 from tests.align_fixtures import make_tiny_checkpoint, make_tiny_cuts
 
 REPO = Path(__file__).resolve().parents[2]
@@ -161,3 +169,17 @@ def test_grad_source_weights_and_defaults():
     assert grad_weights("grad", decoder=False) == ("ctc", 1.0, 0.0)
     with pytest.raises(FsalignError, match="the model X has none"):
         grad_weights("gradext", "aed", decoder=False, model_name="the model X")
+
+
+def test_aligners_default_to_the_align_percentile_and_the_matrix_functions_to_the_papers():
+    from fsalign.aligning.scorers import make_scorer
+    from fsalign.cli.align import align as align_command
+
+    def default(function, name):
+        return inspect.signature(function).parameters[name].default
+
+    cli = {p.name: p.default for p in align_command.params}["grad_percentile"]
+    assert default(GradientScorer, "percentile") == default(make_scorer, "grad_percentile") == cli == ALIGN_PERCENTILE
+    assert ALIGN_PERCENTILE == 80.0
+    for function in (grad_score_matrix, gradscore_matrix, grad_align):
+        assert default(function, "percentile") == 60.0, function.__name__  # eq. 45's "usually 60 %"
