@@ -32,7 +32,7 @@ from fsalign.corpus.cuts import default_extractor
 from fsalign.corpus.tokenizers import normalize_words
 from fsalign.engine.viterbi import viterbi_align
 from fsalign.scores.gradient import gradient_scores
-from fsalign.scores.gradscore import grad_align
+from fsalign.scores.gradscore import ALIGN_PERCENTILE, grad_align
 from fsalign.scores.posterior import apply_blank_penalty
 from tests.align_fixtures import (
     make_cut,
@@ -239,7 +239,7 @@ def test_gradient_scores_at_10ms_match_engine(setup, tmp_path, scores):
     lengths = torch.tensor([feats.shape[1]])
     transcript = loaded.tokenizer.encode(cut.supervisions[0].text)
     G = gradient_scores(loaded.model, feats, lengths, [transcript], p=0.1)
-    ali = grad_align(G, lengths, [transcript], variant=scores)[0]
+    ali = grad_align(G, lengths, [transcript], variant=scores, percentile=ALIGN_PERCENTILE)[0]  # the CLI's default
     assert [(s, e) for _, s, e in got[cut.id]] == [
         (round(w.start * 0.01, 3), round(min(w.end * 0.01, cut.duration), 3)) for w in ali.words]
 
