@@ -343,8 +343,18 @@ def state_block(nstates: int) -> int:
 
 
 def _run(name: str, threads: int, arrays) -> None:
-    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-    _kernel(name, arrays[0])(*arrays)
+    import torch
+
+    # numba's OpenMP threading layer starts its pool with omp_set_num_threads(NUMBA_NUM_THREADS),
+    # which is also torch's intra-op setting: without the restore a process that asked torch for
+    # one thread runs on all cores after its first chain call, and its float sums change with it
+    torch_threads = torch.get_num_threads()
+    try:
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+        _kernel(name, arrays[0])(*arrays)
+    finally:
+        if torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)
 
 
 def viterbi(threads: int, *arrays) -> None:

@@ -206,6 +206,16 @@ def test_training_kill_and_rerun_gives_the_same_outputs(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     for name in ["alignments.ctm", "alignments.jsonl.gz", *(f"{s}/{t}.TextGrid" for s, t in PICK)]:
         assert (killed / name).read_bytes() == (full / name).read_bytes(), name
+    # aligning in a process that did not train (the model kept, the outputs gone) gives the same bytes
+    # too: the chain kernels' thread pool must not change torch's thread count behind its back
+    again = tmp_path / "again"
+    shutil.copytree(full, again, ignore=shutil.ignore_patterns("*.TextGrid", "alignments.*", "report.*",
+                                                                 "align.journal.jsonl"))
+    done = subprocess.run(command[:5] + [str(again)] + command[6:], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in ["alignments.ctm", "alignments.jsonl.gz", *(f"{s}/{t}.TextGrid" for s, t in PICK)]:
+        assert (again / name).read_bytes() == (full / name).read_bytes(), name
     report = json.loads((full / "report.json").read_text())
     assert report["model_dev"]["epoch"] == 2 and report["aligned"] == len(PICK)
 

@@ -400,3 +400,31 @@ def test_cuda_equals_cpu():
     torch.testing.assert_close(t1, t2, atol=1e-9, rtol=1e-9)
     torch.testing.assert_close(g1, g2, atol=1e-6, rtol=1e-6)
     assert torch.equal(b1, b2) and torch.equal(s1, s2)
+
+
+_THREADS_SCRIPT = """
+import torch, fsalign
+from fsalign.engine.chain import chain_full_sum, chain_viterbi, graphs_chain
+assert torch.get_num_threads() == 1
+topo = fsalign.HmmTopology(6)
+graphs = topo.compile([[[1, 2], [3]], [[4, 5]]])
+log_probs = torch.randn(2, 20, 6).log_softmax(-1).requires_grad_(True)
+lengths = torch.tensor([20, 15])
+chain = graphs_chain(graphs, 1.0, "cpu")
+chain_full_sum(log_probs, lengths, chain, "numba").sum().backward()
+chain_viterbi(log_probs.detach(), lengths, chain, "numba")
+print(torch.get_num_threads())
+"""
+
+
+def test_the_numba_kernels_leave_torchs_thread_count_as_it_was():
+    # numba's OpenMP pool starts with all cores and, unless undone, takes torch's setting with it
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "2"}
+    done = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "1"
