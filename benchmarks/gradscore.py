@@ -8,9 +8,11 @@ S in {20, 60, 150}. Every timing includes the encoder forward:
 
 * posterior: encoder forward (no grad) + log_softmax + CtcTopology.compile + viterbi_align;
 * GradScore batched: gradient_scores(batched=True) (one vmapped VJP) + grad_align;
-* GradScore loop: gradient_scores(batched=False) (one VJP per label index) + grad_align.
+* GradScore loop: gradient_scores(batched=False) (one VJP per label index) + grad_align;
+* floor: what any G costs at least, one encoder forward with autograd plus S encoder
+  vector-Jacobian products to the input (each timed as one forward + VJP less the forward).
 
-Prints medians (ms per second of audio) and the ratio to posterior alignment.
+Prints medians (ms per second of audio), the ratio to posterior alignment and G's ratio to the floor.
 Usage: python benchmarks/gradscore.py [--preset tiny] [--repeats 3] [--batch 2] [--seconds 10] [--labels 20 60 150]
        [--threads N] [--chunk-size K] [--loop-max-labels N] [--quick]
 """
@@ -70,8 +72,8 @@ def main():
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, B={args.batch}, {args.seconds:g} s "
           f"per utterance, chunk_size={args.chunk_size}")
     print("| S | posterior [ms/s] | GradScore batched [ms/s] | ratio | G only [ms/s] | align only [ms/s] "
-          "| GradScore loop [ms/s] | ratio |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| GradScore loop [ms/s] | ratio | floor [ms/s] | G / floor |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     topo = fsalign.CtcTopology(C, blank=0)
     for S in args.labels:
         features, lengths, transcripts = make_batch(args.batch, frames, S, C)
@@ -98,6 +100,18 @@ def main():
             return grad_align(gradient_scores(model, features, lengths, transcripts, batched=False), lengths,
                               transcripts)
 
+        def encoder_forward():
+            x = features.clone().requires_grad_(True)
+            return x, model.forward_encoder(x, lengths)[0]
+
+        cotangent = torch.randn(encoder_forward()[1].shape)
+
+        def encoder_vjp():
+            x, h = encoder_forward()
+            return torch.autograd.grad(h, x, grad_outputs=cotangent)
+
+        t_forward = timeit(encoder_forward, args.repeats)
+        floor = t_forward + S * max(timeit(encoder_vjp, args.repeats) - t_forward, 0.0)
         t_post = timeit(posterior, args.repeats)
         t_batched = timeit(grad_batched, args.repeats)
         t_g = statistics.median(parts["G"][1:])  # without the warm-up
@@ -105,8 +119,8 @@ def main():
         t_loop = timeit(grad_loop, args.repeats) if S <= args.loop_max_labels else float("nan")
         per_s = 1000.0 / audio_s
         print(f"| {S} | {t_post * per_s:.1f} | {t_batched * per_s:.1f} | {t_batched / t_post:.1f} | "
-              f"{t_g * per_s:.1f} | {t_align * per_s:.1f} | {t_loop * per_s:.1f} | {t_loop / t_post:.1f} |",
-              flush=True)
+              f"{t_g * per_s:.1f} | {t_align * per_s:.1f} | {t_loop * per_s:.1f} | {t_loop / t_post:.1f} | "
+              f"{floor * per_s:.1f} | {t_g / floor:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
