@@ -26,6 +26,7 @@ import math
 
 import numba
 import numpy as np
+import torch
 from llvmlite import ir
 from numba.extending import intrinsic
 
@@ -343,11 +344,9 @@ def state_block(nstates: int) -> int:
 
 
 def _run(name: str, threads: int, arrays) -> None:
-    import torch
-
-    # numba's OpenMP threading layer starts its pool with omp_set_num_threads(NUMBA_NUM_THREADS),
-    # which is also torch's intra-op setting: without the restore a process that asked torch for
-    # one thread runs on all cores after its first chain call, and its float sums change with it
+    # starting numba's OpenMP pool changes the OpenMP thread count torch's intra-op pool reads too
+    # (measured: 1 -> NUMBA_NUM_THREADS): without the restore a process that asked torch for one
+    # thread runs on all cores after its first chain call, and its float sums change with it
     torch_threads = torch.get_num_threads()
     try:
         numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
