@@ -7,6 +7,9 @@ brute-force enumeration of tests/engine/brute_force.py (written from DESIGN.md a
 """
 import itertools
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -419,10 +422,6 @@ print(torch.get_num_threads())
 
 def test_the_numba_kernels_leave_torchs_thread_count_as_it_was():
     # numba's OpenMP pool starts with all cores and, unless undone, takes torch's setting with it
-    import os
-    import subprocess
-    import sys
-
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "2"}
     done = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], env=env, capture_output=True, text=True,
                           timeout=300)
